@@ -1,0 +1,5 @@
+import sys
+
+from flightlog.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""The exception hierarchy. The Rust core raises these classes directly."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "DecisionClosed",
+    "DecisionNotFound",
+    "FlightlogError",
+    "InvalidTransition",
+    "SecretDetected",
+    "StorageError",
+    "StorageFull",
+    "StoreClosed",
+    "TraceNotFound",
+    "ValidationError",
+]
+
+
+class FlightlogError(Exception):
+    """Base class of every error flightlog raises on purpose."""
+
+
+class ValidationError(FlightlogError, ValueError):
+    """A record or argument was refused; nothing of it was stored.
+
+    Attributes:
+        errors: One ``{"path": ..., "message": ...}`` dict per problem, e.g.
+            ``{"path": "spans[2].start_time", "message": "expected a timestamp, got bool"}``.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[dict[str, str]] = list(errors or [])
+
+
+class SecretDetected(ValidationError):
+    """``redaction="reject"`` found a secret; ``errors`` names paths and kinds, never values."""
+
+
+class _KeyMessage(KeyError):
+    # KeyError's str() is the repr of its argument; show the plain message instead.
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TraceNotFound(FlightlogError, _KeyMessage):
+    """No trace with this id is stored (it was never logged, or was deleted)."""
+
+
+class DecisionNotFound(FlightlogError, _KeyMessage):
+    """No decision with this id is stored."""
+
+
+class AccessDenied(FlightlogError, PermissionError):
+    """A decision was asked for by an agent other than the one that opened it."""
+
+
+class DecisionClosed(FlightlogError):
+    """The decision is committed or aborted; it cannot change any more."""
+
+
+class InvalidTransition(FlightlogError):
+    """The decision's status does not allow this event now."""
+
+
+class StorageError(FlightlogError, OSError):
+    """The storage layer failed (I/O error, corrupt bytes, incompatible store)."""
+
+
+class StorageFull(StorageError):
+    """The disk or the file-size limit refused a write. Earlier data is intact."""
+
+
+class StoreClosed(FlightlogError):
+    """The store was closed; open it again to use it."""
+

@@ -1,0 +1,93 @@
+//! One error type for the whole core. `python.rs` maps each variant to a class of
+//! `flightlog.errors`; nothing else in the core knows about Python.
+
+use std::fmt;
+
+/// One problem found in a record, located by its field path (e.g. `spans[2].start_time`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Error {
+    /// The caller sent something the schema refuses; nothing of it was stored.
+    Validation(Vec<FieldError>),
+    /// No trace with this id is stored.
+    TraceNotFound(String),
+    /// The store handle was closed (or belongs to the parent of a fork and was not reopened).
+    StoreClosed(String),
+    /// The disk or the file system refused a write because it is full.
+    StorageFull(String),
+    /// Any other failure of the storage layer, with what was being done.
+    Storage(String),
+    /// Bytes read from disk do not decode; names the database and key.
+    Corrupt(String),
+    /// `flush(timeout)` gave up before everything queued was durable.
+    Timeout(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn validation(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Validation(vec![FieldError::new(path, message)])
+    }
+
+    /// Wraps an LMDB error with what was being attempted, keeping "disk full" distinct.
+    pub fn storage(context: &str, err: heed::Error) -> Self {
+        use heed::{Error as H, MdbError as M};
+        match err {
+            H::Mdb(M::MapFull) => Error::StorageFull(format!("{context}: the LMDB map is full")),
+            H::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+                Error::StorageFull(format!("{context}: no space left on device"))
+            }
+            H::Io(io) if io.raw_os_error() == Some(libc::EFBIG) => {
+                Error::StorageFull(format!("{context}: file size limit exceeded"))
+            }
+            H::Mdb(M::Other(code)) if code == libc::ENOSPC || code == libc::EFBIG => {
+                Error::StorageFull(format!("{context}: no space left on device (errno {code})"))
+            }
+            other => Error::Storage(format!("{context}: {other}")),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Validation(errors) => {
+                let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                match errors.len() {
+                    0 | 1 => write!(f, "invalid trace: {first}"),
+                    n => write!(f, "invalid trace: {first} (and {} more)", n - 1),
+                }
+            }
+            Error::TraceNotFound(id) => write!(f, "no trace with id {id} in this store"),
+            Error::StoreClosed(m)
+            | Error::StorageFull(m)
+            | Error::Storage(m)
+            | Error::Corrupt(m)
+            | Error::Timeout(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

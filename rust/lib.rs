@@ -1,0 +1,14 @@
+//! flightlog's core: validation, ids, redaction and LMDB storage behind a thin PyO3 binding.
+//! Module wiring only; `python.rs` is the only file that speaks pyo3.
+
+pub mod error;
+pub mod fork;
+pub mod ids;
+pub mod msgpack;
+pub mod schema;
+pub mod store;
+pub mod time;
+pub mod writer;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,195 @@
+//! The binding: argument extraction, releasing the GIL around all real work, and mapping
+//! `Error` to the classes of `flightlog.errors`. No logic lives here.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::error::Error;
+use crate::ids;
+use crate::schema::Limits;
+use crate::store::{Durability, Options, Store, DEFAULT_MAP_SIZE};
+
+pyo3::import_exception!(flightlog.errors, ValidationError);
+pyo3::import_exception!(flightlog.errors, TraceNotFound);
+pyo3::import_exception!(flightlog.errors, StorageError);
+pyo3::import_exception!(flightlog.errors, StorageFull);
+pyo3::import_exception!(flightlog.errors, StoreClosed);
+
+fn to_py_err(err: Error) -> PyErr {
+    let message = err.to_string();
+    match err {
+        Error::Validation(errors) => Python::attach(|py| {
+            let list = PyList::empty(py);
+            for e in &errors {
+                let item = PyDict::new(py);
+                item.set_item("path", &e.path)?;
+                item.set_item("message", &e.message)?;
+                list.append(item)?;
+            }
+            Ok::<_, PyErr>(ValidationError::new_err((message, list.unbind())))
+        })
+        .unwrap_or_else(|e| e),
+        Error::TraceNotFound(_) => TraceNotFound::new_err(message),
+        Error::StoreClosed(_) => StoreClosed::new_err(message),
+        Error::StorageFull(_) => StorageFull::new_err(message),
+        Error::Storage(_) | Error::Corrupt(_) => StorageError::new_err(message),
+        Error::Timeout(_) => PyTimeoutError::new_err(message),
+    }
+}
+
+fn parse_trace_id(text: &str) -> PyResult<ids::TraceId> {
+    ids::parse_trace_id(text).ok_or_else(|| {
+        to_py_err(Error::validation(
+            "trace_id",
+            format!("must be 32 lowercase hex characters (not all zero), got {text:?}"),
+        ))
+    })
+}
+
+/// An open store. The Python `flightlog.Store` wraps it; see its docstrings.
+#[pyclass(name = "Store", module = "flightlog._core", frozen)]
+struct PyStore {
+    /// `None` once closed. Replaced by a fresh handle in a forked child.
+    handle: Mutex<Option<Store>>,
+}
+
+impl PyStore {
+    /// The live handle, reopening the store first in a forked child.
+    fn store(&self) -> PyResult<Store> {
+        let mut slot = self.handle.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            None => Err(to_py_err(Error::StoreClosed("the store is closed".into()))),
+            Some(store) if store.is_stale() => {
+                let fresh =
+                    Store::open(store.path(), store.options().clone()).map_err(to_py_err)?;
+                *slot = Some(fresh.clone());
+                Ok(fresh)
+            }
+            Some(store) => Ok(store.clone()),
+        }
+    }
+}
+
+#[pymethods]
+impl PyStore {
+    #[new]
+    #[pyo3(signature = (path, *, durability="group", readonly=false, map_size=DEFAULT_MAP_SIZE,
+                        queue_bytes=64 << 20, max_trace_bytes=16 << 20, max_depth=64,
+                        max_spans=100_000))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        durability: &str,
+        readonly: bool,
+        map_size: usize,
+        queue_bytes: usize,
+        max_trace_bytes: usize,
+        max_depth: usize,
+        max_spans: usize,
+    ) -> PyResult<Self> {
+        let options = Options {
+            durability: Durability::parse(durability).map_err(to_py_err)?,
+            readonly,
+            map_size,
+            queue_bytes,
+            limits: Limits { max_trace_bytes, max_depth, max_spans },
+        };
+        let store = py.detach(|| Store::open(&path, options)).map_err(to_py_err)?;
+        Ok(PyStore { handle: Mutex::new(Some(store)) })
+    }
+
+    /// Validates one msgpack-encoded trace and queues it; returns its trace id.
+    fn log(&self, py: Python<'_>, payload: &[u8]) -> PyResult<String> {
+        let store = self.store()?;
+        let id = py.detach(|| store.log(payload)).map_err(to_py_err)?;
+        Ok(ids::to_hex(&id))
+    }
+
+    /// Validates a msgpack array of traces, all or nothing; returns their trace ids.
+    fn log_many(&self, py: Python<'_>, payload: &[u8]) -> PyResult<Vec<String>> {
+        let store = self.store()?;
+        let ids = py.detach(|| store.log_many(payload)).map_err(to_py_err)?;
+        Ok(ids.iter().map(|id| ids::to_hex(id)).collect())
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = match timeout {
+            None => None,
+            Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(PyValueError::new_err(format!(
+                    "timeout must be a finite number of seconds >= 0 or None, got {t}"
+                )))
+            }
+        };
+        let store = self.store()?;
+        py.detach(|| store.flush(timeout)).map_err(to_py_err)
+    }
+
+    /// The canonical msgpack bytes of each fragment of a trace, oldest first.
+    fn fragments<'py>(&self, py: Python<'py>, trace_id: &str) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let id = parse_trace_id(trace_id)?;
+        let store = self.store()?;
+        let fragments = py.detach(|| store.fragments(&id)).map_err(to_py_err)?;
+        if fragments.is_empty() {
+            return Err(to_py_err(Error::TraceNotFound(trace_id.to_owned())));
+        }
+        Ok(fragments.iter().map(|f| PyBytes::new(py, f)).collect())
+    }
+
+    /// Flushes what this handle logged, then releases it. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(store) = taken {
+            if store.is_stale() {
+                return Ok(());
+            }
+            py.detach(move || {
+                let flushed = store.flush(None);
+                drop(store);
+                flushed
+            })
+            .map_err(to_py_err)?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.handle.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+}
+
+/// The deterministic trace id for a caller key such as a run id.
+#[pyfunction]
+fn trace_id_for(key: &str) -> String {
+    ids::to_hex(&ids::trace_id_for(key))
+}
+
+/// A new time-ordered trace id (32 lowercase hex).
+#[pyfunction]
+fn new_trace_id() -> String {
+    ids::to_hex(&ids::new_trace_id())
+}
+
+/// A new random span id (16 lowercase hex).
+#[pyfunction]
+fn new_span_id() -> String {
+    ids::to_hex(&ids::new_span_id())
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStore>()?;
+    m.add_function(wrap_pyfunction!(trace_id_for, m)?)?;
+    m.add_function(wrap_pyfunction!(new_trace_id, m)?)?;
+    m.add_function(wrap_pyfunction!(new_span_id, m)?)?;
+    Ok(())
+}

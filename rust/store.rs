@@ -1,0 +1,732 @@
+//! The LMDB environment: opening (one environment per path per process), the named
+//! databases and their key/value encodings, reads, map growth, and fork safety.
+//! The byte layout is documented in docs/format.md; keep the two in step.
+
+use std::collections::HashMap;
+use std::fs::DirBuilder;
+use std::mem::ManuallyDrop;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
+use std::time::Duration;
+
+use heed::types::Bytes;
+use heed::{Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
+
+use crate::error::{Error, Result};
+use crate::fork;
+use crate::ids::{to_hex, TraceId};
+use crate::schema::{self, Limits};
+use crate::time;
+use crate::writer::{Pending, Writer};
+
+/// Written under `meta["format"]`; bumped on any incompatible change of the layout.
+pub const FORMAT: &[u8] = b"flightlog/1";
+/// First byte of every record value.
+const VALUE_VERSION: u8 = 1;
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+const VALUE_HEADER: usize = 6;
+/// zstd level 1: on ~5 KB agent traces it halves the size at a cost the writer thread
+/// absorbs; higher levels gain little on records this small.
+const ZSTD_LEVEL: i32 = 1;
+/// Records smaller than this are stored raw: compression would not pay for its header.
+const COMPRESS_MIN: usize = 128;
+/// Refuse to inflate a value to more than this (a corrupt length must not allocate GiBs).
+const MAX_RECORD_BYTES: usize = 1 << 30;
+/// The map only reserves address space; the file grows as data is written.
+pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
+const MAX_MAP_SIZE: usize = 1 << 44;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Commit as soon as possible in shared batches, fsync each commit; `flush()` waits.
+    Group,
+    /// Like group, but `log()` returns only once its batch is durable.
+    Sync,
+    /// Commit in batches without fsync: survives a process crash, not an OS crash.
+    None,
+}
+
+impl Durability {
+    pub fn parse(text: &str) -> Result<Durability> {
+        match text {
+            "group" => Ok(Durability::Group),
+            "sync" => Ok(Durability::Sync),
+            "none" => Ok(Durability::None),
+            other => Err(Error::validation(
+                "durability",
+                format!("expected one of 'group', 'sync', 'none', got {other:?}"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub durability: Durability,
+    pub readonly: bool,
+    /// Initial LMDB map size in bytes; it doubles whenever it fills up.
+    pub map_size: usize,
+    /// Bytes of records that may wait for the writer before `log()` blocks.
+    pub queue_bytes: usize,
+    pub limits: Limits,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Group,
+            readonly: false,
+            map_size: DEFAULT_MAP_SIZE,
+            queue_bytes: 64 << 20,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The named databases (see docs/format.md).
+#[derive(Clone, Copy)]
+pub struct Databases {
+    /// u64 big-endian sequence number -> record value (one trace fragment).
+    pub records: Database<Bytes, Bytes>,
+    /// 16-byte trace id -> sorted duplicates of the 8-byte keys of its fragments.
+    pub fragments: Database<Bytes, Bytes>,
+    /// Store-level facts, e.g. `format`.
+    pub meta: Database<Bytes, Bytes>,
+}
+
+/// The LMDB side of an open store, shared by the writer thread and readers.
+pub struct Core {
+    env: ManuallyDrop<Env<WithoutTls>>,
+    closed: AtomicBool,
+    pub dbs: Databases,
+    /// Readers and the writer hold it shared while a transaction is open; a map resize holds
+    /// it exclusively, because LMDB allows resizing only with no transaction in the process.
+    resize: RwLock<()>,
+}
+
+impl Core {
+    pub fn env(&self) -> &Env<WithoutTls> {
+        &self.env
+    }
+
+    pub fn resize_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.resize.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` in a short read transaction, adopting a map grown by another process.
+    pub fn read<T>(&self, mut f: impl FnMut(&RoTxn<WithoutTls>) -> Result<T>) -> Result<T> {
+        loop {
+            let guard = self.resize_guard();
+            match self.env().read_txn() {
+                Ok(txn) => return f(&txn),
+                Err(heed::Error::Mdb(heed::MdbError::MapResized)) => {
+                    drop(guard);
+                    self.adopt_map_size()?;
+                }
+                Err(err) => return Err(Error::storage("starting a read transaction", err)),
+            }
+        }
+    }
+
+    /// Doubles the map after MDB_MAP_FULL.
+    pub fn grow_map(&self) -> Result<()> {
+        let _exclusive = self.resize.write().unwrap_or_else(|e| e.into_inner());
+        let current = self.env().info().map_size;
+        if current >= MAX_MAP_SIZE {
+            return Err(Error::StorageFull(format!(
+                "the store reached the largest map size ({MAX_MAP_SIZE} bytes)"
+            )));
+        }
+        // SAFETY: the exclusive resize lock is held, so no transaction of this process is
+        // open (readers and the writer hold the lock shared for a transaction's lifetime).
+        unsafe { self.env().resize(current.saturating_mul(2).min(MAX_MAP_SIZE)) }
+            .map_err(|e| Error::storage("growing the LMDB map", e))
+    }
+
+    /// Adopts the map size another process set (after MDB_MAP_RESIZED).
+    pub fn adopt_map_size(&self) -> Result<()> {
+        let _exclusive = self.resize.write().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as in `grow_map`; a size of 0 tells LMDB to adopt the size in the file.
+        unsafe { self.env().resize(0) }.map_err(|e| Error::storage("adopting the map size", e))
+    }
+
+    /// Closes the environment exactly once.
+    ///
+    /// Called from `Drop`, and in a forked child for an environment inherited from the
+    /// parent: there the parent's writer thread is gone but still "holds" a reference, so
+    /// `Drop` would never run, and heed would refuse to open the path again.
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            // SAFETY: `closed` guarantees a single bitwise move out of the ManuallyDrop. After
+            // it, nothing uses `env`: in the parent this is the drop of the last owner; in a
+            // forked child every handle checks the fork generation before touching a Core
+            // and the inherited threads do not exist. mdb_env_close in a child only clears
+            // the child's own reader slots, unmaps, and closes the child's descriptors.
+            let env = unsafe { std::ptr::read(&*self.env) };
+            drop(env);
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// One open store path in this process: the Core plus its writer thread.
+struct Environment {
+    core: Arc<Core>,
+    /// `None` when opened read-only.
+    writer: Option<Writer>,
+    generation: u64,
+}
+
+struct RegistryEntry {
+    env: Weak<Environment>,
+    core: Weak<Core>,
+    generation: u64,
+}
+
+/// One environment per canonical path per process: LMDB must never open a file twice in
+/// one process (its locks are per process).
+static REGISTRY: Mutex<Option<HashMap<PathBuf, RegistryEntry>>> = Mutex::new(None);
+
+/// A handle on an open store. Cheap to clone; the environment closes when the last handle
+/// of this process is dropped.
+#[derive(Clone)]
+pub struct Store {
+    env: Arc<Environment>,
+    path: PathBuf,
+    options: Options,
+}
+
+impl Store {
+    /// Opens (creating unless read-only) the store directory at `path`.
+    pub fn open(path: &Path, options: Options) -> Result<Store> {
+        let path = prepare_directory(path, options.readonly)?;
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = registry.get_or_insert_with(HashMap::new);
+        let generation = fork::generation();
+        if let Some(entry) = registry.get(&path) {
+            if entry.generation == generation {
+                if let Some(env) = entry.env.upgrade() {
+                    if env.writer.is_none() && !options.readonly {
+                        return Err(Error::Storage(format!(
+                            "{} is already open read-only in this process; close that \
+                             store before opening it for writing",
+                            path.display()
+                        )));
+                    }
+                    return Ok(Store { env, path, options });
+                }
+            } else if let Some(core) = entry.core.upgrade() {
+                core.close();
+            }
+        }
+        let env = Arc::new(open_environment(&path, &options, generation)?);
+        registry.insert(
+            path.clone(),
+            RegistryEntry {
+                env: Arc::downgrade(&env),
+                core: Arc::downgrade(&env.core),
+                generation,
+            },
+        );
+        Ok(Store { env, path, options })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// True in a forked child for a handle opened by the parent: reopen before use.
+    pub fn is_stale(&self) -> bool {
+        self.env.generation != fork::generation()
+    }
+
+    fn writer(&self) -> Result<&Writer> {
+        if self.options.readonly {
+            return Err(Error::Storage(format!(
+                "{} was opened read-only; open it with readonly=False to log",
+                self.path.display()
+            )));
+        }
+        self.env.writer.as_ref().ok_or_else(|| Error::Storage("no writer".into()))
+    }
+
+    /// Validates one msgpack-encoded trace and queues it; returns its trace id.
+    pub fn log(&self, payload: &[u8]) -> Result<TraceId> {
+        let writer = self.writer()?;
+        let record = schema::canonicalize(payload, &self.options.limits, time::now())
+            .map_err(Error::Validation)?;
+        let id = record.trace_id;
+        self.append(writer, vec![Pending { trace_id: id, bytes: record.bytes }])?;
+        Ok(id)
+    }
+
+    /// Validates a msgpack array of traces (all or nothing) and queues them in one hand-off.
+    pub fn log_many(&self, payload: &[u8]) -> Result<Vec<TraceId>> {
+        let writer = self.writer()?;
+        let records = schema::canonicalize_many(payload, &self.options.limits, time::now())
+            .map_err(Error::Validation)?;
+        let ids = records.iter().map(|r| r.trace_id).collect();
+        let pending =
+            records.into_iter().map(|r| Pending { trace_id: r.trace_id, bytes: r.bytes }).collect();
+        self.append(writer, pending)?;
+        Ok(ids)
+    }
+
+    fn append(&self, writer: &Writer, records: Vec<Pending>) -> Result<()> {
+        match self.options.durability {
+            Durability::Group => writer.append(records, true, false),
+            Durability::Sync => writer.append(records, true, true),
+            Durability::None => writer.append(records, false, false),
+        }
+    }
+
+    /// Waits until everything logged before the call is committed (and synced, except for
+    /// records logged with durability "none").
+    pub fn flush(&self, timeout: Option<Duration>) -> Result<()> {
+        match &self.env.writer {
+            Some(writer) => writer.flush(timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// The canonical msgpack of every fragment of a trace, oldest first.
+    pub fn fragments(&self, trace_id: &TraceId) -> Result<Vec<Vec<u8>>> {
+        let core = &self.env.core;
+        core.read(|txn| {
+            let mut out = Vec::new();
+            let Some(keys) = core
+                .dbs
+                .fragments
+                .get_duplicates(txn, trace_id)
+                .map_err(|e| Error::storage("reading the fragment index", e))?
+            else {
+                return Ok(out);
+            };
+            for entry in keys {
+                let (_, key) = entry.map_err(|e| Error::storage("reading the fragment index", e))?;
+                let value = core
+                    .dbs
+                    .records
+                    .get(txn, key)
+                    .map_err(|e| Error::storage("reading a record", e))?
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "fragments[{}] points at records[{}], which does not exist",
+                            to_hex(trace_id),
+                            to_hex(key)
+                        ))
+                    })?;
+                out.push(decode_value(value).map_err(|why| {
+                    Error::Corrupt(format!("records[{}] does not decode: {why}", to_hex(key)))
+                })?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Creates the store directory owner-only (0700) and returns its canonical path.
+fn prepare_directory(path: &Path, readonly: bool) -> Result<PathBuf> {
+    if readonly && !path.join("data.mdb").exists() {
+        return Err(Error::Storage(format!("there is no store at {}", path.display())));
+    }
+    if !readonly && !path.exists() {
+        DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| {
+            Error::Storage(format!("cannot create the store directory {}: {e}", path.display()))
+        })?;
+    }
+    let canonical = path.canonicalize().map_err(|e| {
+        Error::Storage(format!("cannot open the store at {}: {e}", path.display()))
+    })?;
+    if !canonical.is_dir() {
+        return Err(Error::Storage(format!(
+            "{} is not a directory; a store is a directory holding data.mdb and lock.mdb",
+            path.display()
+        )));
+    }
+    Ok(canonical)
+}
+
+fn open_environment(path: &Path, options: &Options, generation: u64) -> Result<Environment> {
+    let page = page_size();
+    let map_size = options.map_size.max(page).div_ceil(page) * page;
+    let mut env_options = EnvOpenOptions::new().read_txn_without_tls();
+    env_options.map_size(map_size).max_dbs(16).max_readers(254);
+    if options.readonly {
+        // SAFETY: READ_ONLY is a safe flag; the call is unsafe only for the unsafe ones.
+        unsafe { env_options.flags(EnvFlags::READ_ONLY) };
+    }
+    // SAFETY: the registry guarantees this path is not open elsewhere in this process; the
+    // files are only modified by LMDB (in this or other processes, under its own locks).
+    let env = unsafe { env_options.open(path) }
+        .map_err(|e| Error::storage(&format!("opening the store at {}", path.display()), e))?;
+    env.clear_stale_readers().map_err(|e| Error::storage("clearing stale readers", e))?;
+    let dbs = if options.readonly { open_databases(&env)? } else { create_databases(&env)? };
+    let core = Arc::new(Core {
+        env: ManuallyDrop::new(env),
+        closed: AtomicBool::new(false),
+        dbs,
+        resize: RwLock::new(()),
+    });
+    let writer = if options.readonly {
+        None
+    } else {
+        Some(Writer::spawn(Arc::clone(&core), options.queue_bytes)?)
+    };
+    Ok(Environment { core, writer, generation })
+}
+
+fn create_databases(env: &Env<WithoutTls>) -> Result<Databases> {
+    let fail = |e| Error::storage("creating the databases", e);
+    let mut txn = env.write_txn().map_err(fail)?;
+    let dbs = Databases {
+        records: env.create_database(&mut txn, Some("records")).map_err(fail)?,
+        fragments: env
+            .database_options()
+            .types::<Bytes, Bytes>()
+            .name("fragments")
+            .flags(DatabaseFlags::DUP_SORT | DatabaseFlags::DUP_FIXED)
+            .create(&mut txn)
+            .map_err(fail)?,
+        meta: env.create_database(&mut txn, Some("meta")).map_err(fail)?,
+    };
+    match dbs.meta.get(&txn, b"format").map_err(fail)? {
+        None => dbs.meta.put(&mut txn, b"format", FORMAT).map_err(fail)?,
+        Some(found) => check_format(found)?,
+    }
+    txn.commit().map_err(fail)?;
+    Ok(dbs)
+}
+
+fn open_databases(env: &Env<WithoutTls>) -> Result<Databases> {
+    let fail = |e| Error::storage("opening the databases", e);
+    let txn = env.read_txn().map_err(fail)?;
+    let open = |name: &str| -> Result<Database<Bytes, Bytes>> {
+        env.open_database(&txn, Some(name))
+            .map_err(fail)?
+            .ok_or_else(|| Error::Storage(format!("the store has no {name:?} database")))
+    };
+    let fragments = env
+        .database_options()
+        .types::<Bytes, Bytes>()
+        .name("fragments")
+        .flags(DatabaseFlags::DUP_SORT | DatabaseFlags::DUP_FIXED)
+        .open(&txn)
+        .map_err(fail)?
+        .ok_or_else(|| Error::Storage("the store has no \"fragments\" database".into()))?;
+    let dbs = Databases { records: open("records")?, fragments, meta: open("meta")? };
+    match dbs.meta.get(&txn, b"format").map_err(fail)? {
+        Some(found) => check_format(found)?,
+        None => return Err(Error::Storage("the store has no format marker".into())),
+    }
+    // Database handles opened in a transaction that aborts are closed again: commit it.
+    txn.commit().map_err(fail)?;
+    Ok(dbs)
+}
+
+fn check_format(found: &[u8]) -> Result<()> {
+    if found == FORMAT {
+        return Ok(());
+    }
+    Err(Error::Storage(format!(
+        "the store's format is {:?}, this flightlog reads {:?}; use a matching version",
+        String::from_utf8_lossy(found),
+        String::from_utf8_lossy(FORMAT)
+    )))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
+/// Key of `records`: the sequence number, big-endian so that byte order is numeric order.
+pub fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub fn parse_seq_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// Value of `records`: version, codec, uncompressed length (u32 LE), payload.
+pub fn encode_value(canonical: &[u8]) -> Vec<u8> {
+    let compressed = if canonical.len() >= COMPRESS_MIN {
+        zstd::bulk::compress(canonical, ZSTD_LEVEL).ok().filter(|c| c.len() < canonical.len())
+    } else {
+        None
+    };
+    let (codec, payload) = match &compressed {
+        Some(c) => (CODEC_ZSTD, c.as_slice()),
+        None => (CODEC_RAW, canonical),
+    };
+    let mut value = Vec::with_capacity(VALUE_HEADER + payload.len());
+    value.push(VALUE_VERSION);
+    value.push(codec);
+    value.extend_from_slice(&(canonical.len() as u32).to_le_bytes());
+    value.extend_from_slice(payload);
+    value
+}
+
+/// Inverse of [`encode_value`]; never panics on arbitrary bytes.
+pub fn decode_value(value: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    if value.len() < VALUE_HEADER {
+        return Err(format!("value of {} bytes is shorter than its header", value.len()));
+    }
+    if value[0] != VALUE_VERSION {
+        return Err(format!("unknown value version {}", value[0]));
+    }
+    let raw_len = u32::from_le_bytes([value[2], value[3], value[4], value[5]]) as usize;
+    let payload = &value[VALUE_HEADER..];
+    let raw = match value[1] {
+        CODEC_RAW => payload.to_vec(),
+        CODEC_ZSTD if raw_len <= MAX_RECORD_BYTES => {
+            zstd::bulk::decompress(payload, raw_len).map_err(|e| format!("zstd: {e}"))?
+        }
+        CODEC_ZSTD => return Err(format!("declared length {raw_len} is implausible")),
+        other => return Err(format!("unknown codec {other}")),
+    };
+    if raw.len() != raw_len {
+        return Err(format!("declared length {raw_len}, decoded {} bytes", raw.len()));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A minimal msgpack trace: a map of string keys to string values.
+    fn trace(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = vec![0x80 | fields.len() as u8];
+        for (key, value) in fields {
+            for text in [key, value] {
+                out.push(0xda);
+                out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+        out
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    fn open(dir: &Path, tweak: impl FnOnce(&mut Options)) -> Store {
+        let mut options = Options::default();
+        tweak(&mut options);
+        Store::open(dir, options).unwrap()
+    }
+
+    #[test]
+    fn a_logged_trace_reads_back_after_flush_and_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let store = open(&path, |_| {});
+        let id = store.log(&trace(&[("agent_name", "support-bot"), ("input", "hello")])).unwrap();
+        store.flush(None).unwrap();
+        let fragments = store.fragments(&id).unwrap();
+        assert_eq!(fragments.len(), 1);
+        assert!(contains(&fragments[0], "support-bot") && contains(&fragments[0], "hello"));
+        drop(store);
+        let reopened = open(&path, |_| {});
+        assert_eq!(reopened.fragments(&id).unwrap(), fragments);
+        assert!(reopened.fragments(&crate::ids::new_trace_id()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_store_directory_is_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private");
+        let store = open(&path, |_| {});
+        store.log(&trace(&[("agent_name", "a")])).unwrap();
+        store.flush(None).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o700);
+        assert_eq!(mode(&path.join("data.mdb")) & 0o077, 0);
+        assert_eq!(mode(&path.join("lock.mdb")) & 0o077, 0);
+    }
+
+    #[test]
+    fn logging_an_existing_id_appends_fragments_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |_| {});
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        for output in ["first", "second", "third"] {
+            store.log(&trace(&[("agent_name", "a"), ("trace_id", id), ("output", output)])).unwrap();
+        }
+        store.flush(None).unwrap();
+        let fragments = store.fragments(&crate::ids::parse_trace_id(id).unwrap()).unwrap();
+        let order: Vec<bool> = ["first", "second", "third"]
+            .iter()
+            .zip(&fragments)
+            .map(|(word, fragment)| contains(fragment, word))
+            .collect();
+        assert_eq!(order, [true, true, true]);
+    }
+
+    #[test]
+    fn a_rejected_trace_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |_| {});
+        let bad = trace(&[("input", "no agent name")]);
+        assert!(matches!(store.log(&bad), Err(Error::Validation(_))));
+        let mut many = vec![0x92];
+        many.extend(trace(&[("agent_name", "fine")]));
+        many.extend(bad);
+        assert!(matches!(store.log_many(&many), Err(Error::Validation(_))));
+        store.flush(None).unwrap();
+        let count = store.env.core.read(|txn| {
+            store.env.core.dbs.records.len(txn).map_err(|e| Error::storage("len", e))
+        });
+        assert_eq!(count.unwrap(), 0);
+    }
+
+    #[test]
+    fn one_path_is_one_environment_whatever_its_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared");
+        let first = open(&path, |_| {});
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let via_link = open(&link, |_| {});
+        let via_dots = open(&dir.path().join("shared/../shared"), |_| {});
+        assert!(Arc::ptr_eq(&first.env, &via_link.env) && Arc::ptr_eq(&first.env, &via_dots.env));
+        let id = via_link.log(&trace(&[("agent_name", "a")])).unwrap();
+        via_link.flush(None).unwrap();
+        assert_eq!(first.fragments(&id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_tiny_map_grows_until_everything_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |o| o.map_size = 64 << 10);
+        // Hex of random ids does not compress much, so 3,000 traces need many megabytes.
+        let ids: Vec<_> = (0..3000)
+            .map(|_| {
+                let noise: String = (0..40).map(|_| to_hex(&crate::ids::new_trace_id())).collect();
+                store.log(&trace(&[("agent_name", "a"), ("input", &noise)])).unwrap()
+            })
+            .collect();
+        store.flush(None).unwrap();
+        assert!(store.env.core.env().info().map_size > 64 << 10);
+        for id in &ids {
+            assert_eq!(store.fragments(id).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_tiny_queue_makes_callers_wait_but_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |o| o.queue_bytes = 256);
+        let ids: Vec<_> =
+            (0..2000).map(|_| store.log(&trace(&[("agent_name", "queued")])).unwrap()).collect();
+        store.flush(None).unwrap();
+        assert!(ids.iter().all(|id| store.fragments(id).unwrap().len() == 1));
+    }
+
+    #[test]
+    fn sync_durability_returns_after_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |o| o.durability = Durability::Sync);
+        let id = store.log(&trace(&[("agent_name", "a")])).unwrap();
+        assert_eq!(store.fragments(&id).unwrap().len(), 1, "visible without flush");
+    }
+
+    #[test]
+    fn threads_logging_at_once_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |o| o.durability = Durability::Sync);
+        let ids: Vec<TraceId> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..200)
+                            .map(|_| store.log(&trace(&[("agent_name", "t")])).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(ids.len(), 800);
+        assert!(ids.iter().all(|id| store.fragments(id).unwrap().len() == 1));
+    }
+
+    #[test]
+    fn read_only_reads_but_refuses_writes_and_missing_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro");
+        let id = {
+            let store = open(&path, |_| {});
+            let id = store.log(&trace(&[("agent_name", "a")])).unwrap();
+            store.flush(None).unwrap();
+            id
+        };
+        let reader = open(&path, |o| o.readonly = true);
+        assert_eq!(reader.fragments(&id).unwrap().len(), 1);
+        let refused = reader.log(&trace(&[("agent_name", "a")]));
+        assert!(matches!(refused, Err(Error::Storage(m)) if m.contains("read-only")));
+        let upgrade = Store::open(&path, Options::default());
+        assert!(matches!(upgrade, Err(Error::Storage(m)) if m.contains("already open read-only")));
+        let missing = Store::open(&dir.path().join("nope"), Options { readonly: true, ..Options::default() });
+        assert!(matches!(missing, Err(Error::Storage(m)) if m.contains("no store")));
+    }
+
+
+    #[test]
+    fn seq_keys_sort_numerically_as_bytes() {
+        let keys: Vec<_> = [1u64, 2, 255, 256, 65_536, u64::MAX].iter().map(|&s| seq_key(s)).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(parse_seq_key(&seq_key(42)), Some(42));
+        assert_eq!(parse_seq_key(b"short"), None);
+    }
+
+    #[test]
+    fn values_round_trip_raw_and_compressed() {
+        let small = b"tiny".to_vec();
+        let large = b"the agent called the search tool and the search tool answered ".repeat(40);
+        for raw in [small, large.clone(), Vec::new()] {
+            let value = encode_value(&raw);
+            assert_eq!(decode_value(&value).unwrap(), raw);
+        }
+        assert_eq!(encode_value(&large)[1], CODEC_ZSTD);
+        assert!(encode_value(&large).len() < large.len() / 4);
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_not_panics() {
+        let good = encode_value(&b"some text that compresses, some text that compresses".repeat(8));
+        assert!(decode_value(&[]).is_err());
+        assert!(decode_value(&good[..5]).is_err());
+        let mut bad = good.clone();
+        bad[0] = 9;
+        assert!(decode_value(&bad).unwrap_err().contains("version"));
+        let mut bad = good.clone();
+        bad[1] = 7;
+        assert!(decode_value(&bad).unwrap_err().contains("codec"));
+        let mut bad = good.clone();
+        bad[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_value(&bad).is_err());
+        for i in VALUE_HEADER..good.len() {
+            let mut flipped = good.clone();
+            flipped[i] ^= 0xff;
+            let _ = decode_value(&flipped);
+        }
+    }
+}
