@@ -16,7 +16,7 @@ use heed::{EnvFlags, FlagSetMode, PutFlags};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::TraceId;
-use crate::store::{encode_value, seq_key, Core};
+use crate::store::{seq_key, Core, ValueEncoder};
 
 /// A validated record waiting to be written.
 pub struct Pending {
@@ -156,10 +156,10 @@ impl Writer {
             space: Condvar::new(),
             capacity: capacity.max(1),
         });
-        let thread_queue = Arc::clone(&queue);
+        let writer_loop = WriterLoop::new(core, Arc::clone(&queue), ValueEncoder::new()?);
         let thread = std::thread::Builder::new()
             .name("flightlog-writer".into())
-            .spawn(move || WriterLoop::new(core, thread_queue).run())
+            .spawn(move || writer_loop.run())
             .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { queue, thread: Some(thread), generation: fork::generation() })
     }
@@ -207,11 +207,12 @@ struct WriterLoop {
     no_sync: bool,
     /// The first failure since the last flush, reported to that flush.
     unreported: Option<Error>,
+    encoder: ValueEncoder,
 }
 
 impl WriterLoop {
-    fn new(core: Arc<Core>, queue: Arc<Queue>) -> Self {
-        WriterLoop { core, queue, no_sync: false, unreported: None }
+    fn new(core: Arc<Core>, queue: Arc<Queue>, encoder: ValueEncoder) -> Self {
+        WriterLoop { core, queue, no_sync: false, unreported: None, encoder }
     }
 
     fn run(mut self) {
@@ -245,7 +246,7 @@ impl WriterLoop {
         for job in jobs {
             if let Job::Append { records, fsync: wants, .. } = job {
                 fsync |= *wants;
-                values.extend(records.iter().map(|r| (r.trace_id, encode_value(&r.bytes))));
+                values.extend(records.iter().map(|r| (r.trace_id, self.encoder.encode(&r.bytes))));
             }
         }
         if values.is_empty() {

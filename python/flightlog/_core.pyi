@@ -1,5 +1,9 @@
 from os import PathLike
+from typing import final
 
+__all__ = ["Store", "new_span_id", "new_trace_id", "trace_id_for"]
+
+@final
 class Store:
     def __new__(
         cls,

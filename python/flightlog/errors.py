@@ -74,4 +74,3 @@ class StorageFull(StorageError):
 
 class StoreClosed(FlightlogError):
     """The store was closed; open it again to use it."""
-

@@ -3,7 +3,7 @@
 The *standard trace* is the benchmark workload fixed by the product spec: about 5 KB as JSON,
 with a 500-character input, a 1500-character output, 3 tool calls and 6 spans (an AGENT root,
 2 LLM spans carrying ``gen_ai.*`` attributes and 3 TOOL spans). Text is English-like, sliced
-from a corpus built once from a word list, so generating a trace costs a few microseconds and
+from a corpus built once from a word list, so a trace takes tens of microseconds to make and
 compresses like real prose rather than like random letters.
 """
 
@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from flightlog.records import Event, Span, TokenUsage, ToolCall, Trace
+from flightlog.records import UNSET, Event, Span, TokenUsage, ToolCall, Trace
 
 __all__ = ["BASE_TIME", "SIZES", "Size", "sample_traces", "standard_trace"]
 
@@ -26,7 +26,7 @@ BASE_TIME = dt.datetime(2025, 6, 2, 12, 0, tzinfo=dt.timezone.utc)
 
 _SPREAD_S = 6 * 3600.0  # traces start within the 6 hours before the base time
 
-_WORDS = (
+_WORD_LIST = (
     "the a an of to and in for on with by from as at into over after before about through "
     "customer order account invoice refund payment shipment package delivery address ticket "
     "request response query table column schema index report dashboard metric revenue region "
@@ -45,7 +45,8 @@ _WORDS = (
     "data value number amount date time name email phone note comment message history log "
     "issue problem cause reason change fix version release feature setting option default "
     "internal external public private shared secure standard custom manual automatic final"
-).split()
+)
+_WORDS = _WORD_LIST.split()
 
 _AGENTS: tuple[tuple[str, str, str], ...] = (
     # (agent name, framework, gen_ai.system of the model it calls)
@@ -120,11 +121,12 @@ class _Profile:
     tool_output_chars: int
     tools: int
     llm_calls: int
+    agent_root: bool = True  # an AGENT span above the steps; "1kb" has room for one LLM span
     many_spans: bool = False
 
 
 _PROFILES: dict[str, _Profile] = {
-    "1kb": _Profile(120, 260, 40, 60, tools=1, llm_calls=1),
+    "1kb": _Profile(100, 200, 0, 0, tools=0, llm_calls=1, agent_root=False),
     "standard": _Profile(500, 1500, 150, 250, tools=3, llm_calls=2),
     "100kb": _Profile(25_000, 68_000, 1_000, 2_000, tools=3, llm_calls=2),
     "1mb": _Profile(250_000, 700_000, 10_000, 20_000, tools=3, llm_calls=2),
@@ -147,7 +149,7 @@ def _build_corpus(chars: int) -> str:
     return " ".join(sentences)
 
 
-_CORPUS = _build_corpus(256 * 1024)
+_CORPUS = _build_corpus(128 * 1024)
 _CHUNK = len(_CORPUS) // 4  # the longest single slice; longer texts join several
 
 
@@ -165,13 +167,24 @@ def _text(rng: random.Random, chars: int) -> str:
     return _CORPUS[start:end].rstrip(",.") + "."
 
 
-def _hex64(rng: random.Random) -> str:
-    return f"{rng.getrandbits(64):016x}"
-
-
 def _pick(rng: random.Random, items: tuple[Any, ...]) -> Any:
     # Faster than rng.choice, which matters at 100k traces.
     return items[int(rng.random() * len(items))]
+
+
+class _Ids:
+    """Span ids for one trace, cut from one big random number (one call instead of many)."""
+
+    __slots__ = ("_hex", "_next")
+
+    def __init__(self, rng: random.Random, count: int) -> None:
+        self._hex = f"{rng.getrandbits(64 * count):0{16 * count}x}"
+        self._next = 0
+
+    def take(self) -> str:
+        start = self._next
+        self._next = start + 16
+        return self._hex[start : start + 16]
 
 
 def standard_trace(
@@ -187,7 +200,7 @@ def standard_trace(
         rng: The random source; the same state yields the same trace.
         size: ``"standard"`` (about 5 KB as JSON, 6 spans, 3 tool calls), ``"1kb"``,
             ``"100kb"``, ``"1mb"`` (text scaled) or ``"many_spans"`` (the standard content
-            with 100 small spans nested two levels under the root).
+            with 100 small spans, nested two levels under the root).
         base: The trace starts within the 6 hours before this instant (tz-aware).
         agent: Index into the 20 agents; random when ``None``.
 
@@ -195,51 +208,59 @@ def standard_trace(
         A :class:`Trace` without ``trace_id`` (the store mints one).
     """
     profile = _PROFILES[size]
+    random_ = rng.random
     name, framework, system = _AGENTS[
-        int(rng.random() * len(_AGENTS)) if agent is None else agent % len(_AGENTS)
+        int(random_() * len(_AGENTS)) if agent is None else agent % len(_AGENTS)
     ]
     model, input_price, output_price = _pick(rng, _MODELS[system])
-    start = base - dt.timedelta(seconds=rng.random() * _SPREAD_S)
-    run_id = f"run_{rng.getrandbits(48):012x}"
-    request_id = f"req_{rng.getrandbits(64):016x}"
-
-    root_id = _hex64(rng)
-    spans = [Span(name=name, span_id=root_id, kind="AGENT", start_time=start)]
+    start = base - _TD(0, _SPREAD_S * random_())
+    ids = _Ids(rng, 1 + profile.llm_calls + profile.tools)
+    root_id = ids.take()
+    root = Span(name=name, span_id=root_id, kind="AGENT", start_time=start)
     tool_calls: list[ToolCall] = []
     prompt_tokens = completion_tokens = 0
     cost = 0.0
-    clock = start + dt.timedelta(milliseconds=2 + rng.random() * 10)
+    spans = [root]
+    # Times are kept as integer microseconds after `start`: exact, and cheap to turn into
+    # datetimes and milliseconds.
+    clock = 2000 + int(random_() * 10_000) if profile.agent_root else 0
     # An agent loop: plan with the model, call the tools, then answer with the model.
-    steps = ["llm"] + ["tool"] * profile.tools + ["llm"] * (profile.llm_calls - 1)
-    for step in steps:
+    for step in _STEPS[(profile.tools, profile.llm_calls)]:
         if step == "tool":
-            end = clock + dt.timedelta(milliseconds=20 + rng.random() * 880)
-            tool_call, span = _tool_step(rng, profile, clock, end, root_id)
-            tool_calls.append(tool_call)
+            took = 20_000 + int(random_() * 880_000)
+            call, span = _tool_step(rng, profile, took, ids.take())
+            tool_calls.append(call)
         else:
-            end = clock + dt.timedelta(milliseconds=400 + rng.random() * 2100)
-            used_in = int(300 + rng.random() * 2500)
-            used_out = int(40 + rng.random() * 400)
+            took = 400_000 + int(random_() * 2_100_000)
+            used_in = 300 + int(random_() * 2500)
+            used_out = 40 + int(random_() * 400)
             span_cost = round((used_in * input_price + used_out * output_price) / 1e6, 6)
-            span = _llm_span(rng, system, model, (used_in, used_out, span_cost), clock, end)
-            span.parent_span_id = root_id
+            span = _llm_span(system, model, (used_in, used_out, span_cost), ids.take())
             prompt_tokens += used_in
             completion_tokens += used_out
             cost += span_cost
+        if profile.agent_root:
+            span.parent_span_id = root_id
+        span.start_time = start + _TD(0, 0, clock)
+        span.end_time = start + _TD(0, 0, clock + took)
         spans.append(span)
-        clock = end + dt.timedelta(milliseconds=1 + rng.random() * 5)
-    spans[0].end_time = clock
-    spans[0].attributes = {"gen_ai.agent.name": name, "gen_ai.request.model": model}
+        clock += took + 1000 + int(random_() * 5000)
+    end = start + _TD(0, 0, clock)
+    root.end_time = end
+    root.attributes = {"gen_ai.agent.name": name}
     if profile.many_spans:
-        spans = [spans[0], *_small_spans(rng, model, root_id, start, clock)]
-
+        spans = [root, *_small_spans(rng, root_id, start, clock)]
+    elif not profile.agent_root:
+        spans.pop(0)
+    run_id = f"run_{rng.getrandbits(48):012x}"
+    request_id = f"req_{rng.getrandbits(64):016x}"
     return Trace(
         agent_name=name,
         framework=framework,
         input=_text(rng, profile.input_chars),
         output=_text(rng, profile.output_chars),
         tool_calls=tool_calls,
-        latency_ms=round((clock - start).total_seconds() * 1000, 3),
+        latency_ms=clock / 1000,
         token_usage=TokenUsage(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -247,113 +268,221 @@ def standard_trace(
         ),
         cost_usd=round(cost, 6),
         metadata={
-            "run_id": run_id,
-            "request_id": request_id,
             "user_id": f"user_{rng.getrandbits(20):05x}",
+            "thread_id": f"thr_{rng.getrandbits(48):012x}",
             "region": _pick(rng, _REGIONS),
-            "app_version": "2.14.0",
         },
         spans=spans,
         timestamp=start,
         run_id=run_id,
         request_id=request_id,
         status="succeeded",
-        ended_at=clock,
+        ended_at=end,
     )
 
 
-def _llm_span(
-    rng: random.Random,
-    system: str,
-    model: str,
-    usage: tuple[int, int, float],
-    start: dt.datetime,
-    end: dt.datetime,
-) -> Span:
-    """A chat completion span with OpenTelemetry ``gen_ai.*`` attributes.
+_TD = dt.timedelta
+_STEPS = {
+    (profile.tools, profile.llm_calls): ("llm", *("tool",) * profile.tools)
+    + ("llm",) * (profile.llm_calls - 1)
+    for profile in _PROFILES.values()
+}
+
+
+def _llm_span(system: str, model: str, usage: tuple[int, int, float], span_id: str) -> Span:
+    """A chat completion span with OpenTelemetry ``gen_ai.*`` attributes, not yet timed.
 
     ``usage`` is (input tokens, output tokens, cost in USD); the cost attribute follows the
     Langfuse convention since OpenTelemetry has none.
     """
     return Span(
         name=f"chat {model}",
-        span_id=_hex64(rng),
+        span_id=span_id,
         kind="LLM",
-        status_code="OK",
-        start_time=start,
-        end_time=end,
         attributes={
             "gen_ai.operation.name": "chat",
             "gen_ai.system": system,
             "gen_ai.request.model": model,
-            "gen_ai.request.temperature": 0.2,
             "gen_ai.usage.input_tokens": usage[0],
             "gen_ai.usage.output_tokens": usage[1],
             "gen_ai.usage.cost": usage[2],
-            "gen_ai.response.finish_reasons": ["stop"],
         },
     )
 
 
 def _tool_step(
-    rng: random.Random,
-    profile: _Profile,
-    start: dt.datetime,
-    end: dt.datetime,
-    parent_id: str,
+    rng: random.Random, profile: _Profile, took_us: int, span_id: str
 ) -> tuple[ToolCall, Span]:
-    """A tool call record and its TOOL span, with a JSON-ish input and output."""
+    """A tool call with a JSON-ish input and output, and its TOOL span (not yet timed)."""
     tool, argument = _pick(rng, _TOOLS)
-    latency = round((end - start).total_seconds() * 1000, 3)
     # The text is sized so that the JSON of the whole input/output lands near the target.
     call = ToolCall(
         tool_name=tool,
-        input={argument: _text(rng, profile.tool_input_chars - 45), "limit": 10, "lang": "en"},
+        input={argument: _text(rng, profile.tool_input_chars - 30), "limit": 10},
         output={"status": "ok", "result": _text(rng, profile.tool_output_chars - 30)},
-        latency_ms=latency,
+        latency_ms=took_us / 1000,
     )
     span = Span(
         name=f"execute_tool {tool}",
-        span_id=_hex64(rng),
-        parent_span_id=parent_id,
+        span_id=span_id,
         kind="TOOL",
-        status_code="OK",
-        start_time=start,
-        end_time=end,
-        attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool},
+        attributes={"gen_ai.tool.name": tool},
     )
     return call, span
 
 
-def _small_spans(
-    rng: random.Random, model: str, root_id: str, start: dt.datetime, end: dt.datetime
-) -> list[Span]:
+def _small_spans(rng: random.Random, root_id: str, start: dt.datetime, took_us: int) -> list[Span]:
     """99 small spans under the root: 9 INTERNAL steps of 10 LLM/TOOL children each."""
+    ids = _Ids(rng, 99)
+    slot = took_us // 90
     spans: list[Span] = []
-    slot = (end - start) / 90
     for step in range(9):
-        step_id = _hex64(rng)
+        step_id = ids.take()
+        step_start = start + _TD(0, 0, slot * step * 10)
         spans.append(
             Span(
                 name=f"step {step}",
                 span_id=step_id,
                 parent_span_id=root_id,
                 kind="INTERNAL",
-                start_time=start + slot * (step * 10),
-                end_time=start + slot * (step * 10 + 10),
+                start_time=step_start,
+                end_time=step_start + _TD(0, 0, slot * 10),
             )
         )
         for child in range(10):
-            at = start + slot * (step * 10 + child)
             is_llm = child % 2 == 0
             spans.append(
                 Span(
-                    name=f"chat {model}" if is_llm else _pick(rng, _TOOLS)[0],
-                    span_id=_hex64(rng),
+                    name="chat" if is_llm else _pick(rng, _TOOLS)[0],
+                    span_id=ids.take(),
                     parent_span_id=step_id,
                     kind="LLM" if is_llm else "TOOL",
-                    start_time=at,
-                    end_time=at + slot,
+                    start_time=step_start + _TD(0, 0, slot * child),
+                    duration_ms=slot / 1000,
                 )
             )
     return spans
+
+
+def sample_traces(n: int, seed: int = 0, *, base: dt.datetime = BASE_TIME) -> list[Trace]:
+    """A varied, deterministic mix of agent runs for the demo and the tests.
+
+    Mostly standard traces over all 20 agents and their models, plus small and many-span
+    ones; about 8% failed (an erroring tool span, a tool call with ``error``, status
+    ``"failed"``), a quarter with agent events (``llm``, ``tool`` and sometimes
+    ``approval.requested``), about half within multi-turn sessions, most tagged.
+
+    Args:
+        n: How many traces.
+        seed: The same seed always yields the same traces.
+        base: The traces start within the 6 hours before this instant (tz-aware).
+
+    Returns:
+        ``n`` traces without trace ids.
+    """
+    rng = random.Random(seed)
+    sessions: list[tuple[str, int]] = []  # (session id, agent index) of recent sessions
+    traces = []
+    for i in range(n):
+        agent, session_id = _session(rng, sessions)
+        size: Size = "standard"
+        roll = rng.random()
+        if roll < 0.06:
+            size = "1kb"
+        elif roll < 0.09:
+            size = "many_spans"
+        trace = standard_trace(rng, size=size, base=base, agent=agent)
+        if session_id is not None:
+            trace.session_id = session_id
+        trace.tags = _tags(rng)
+        # Traces 1 and 2 are forced interesting so that even a short demo shows a failure
+        # and a pending approval.
+        if i == 1 or rng.random() < 0.08:
+            _fail(rng, trace)
+        if i == 2 or rng.random() < 0.25:
+            trace.events = _events(rng, trace)
+        traces.append(trace)
+    return traces
+
+
+def _session(rng: random.Random, sessions: list[tuple[str, int]]) -> tuple[int, str | None]:
+    """An agent index and a session id: none, a new session, or a turn of a recent one."""
+    roll = rng.random()
+    if roll < 0.5:
+        return int(rng.random() * len(_AGENTS)), None
+    if roll < 0.65 or not sessions:
+        session = (f"sess_{rng.getrandbits(64):016x}", int(rng.random() * len(_AGENTS)))
+        sessions.append(session)
+        del sessions[:-8]  # only the last few sessions are still active
+    else:
+        session = _pick(rng, tuple(sessions))
+    return session[1], session[0]
+
+
+def _tags(rng: random.Random) -> list[str]:
+    roll = rng.random()
+    if roll < 0.3:
+        return []
+    tags = [_pick(rng, _TAGS)]
+    if roll > 0.8:
+        tags.append(_pick(rng, _TAGS))
+    return sorted(set(tags))
+
+
+def _fail(rng: random.Random, trace: Trace) -> None:
+    """Turns a successful trace into a failed one: a tool (or the model) errored."""
+    code, message = _pick(rng, _FAILURES)
+    trace.status = "failed"
+    trace.output = f"Sorry, I could not finish this request: {message}."
+    trace.metadata["error_code"] = code
+    tool_spans = [s for s in trace.spans if s.kind == "TOOL"]
+    if trace.tool_calls:
+        # Tool calls and TOOL spans are generated in the same order.
+        k = int(rng.random() * len(trace.tool_calls))
+        trace.tool_calls[k].error = message
+        trace.tool_calls[k].output = UNSET
+        failing = tool_spans[k]
+    else:
+        failing = next(s for s in trace.spans if s.kind == "LLM")
+    failing.status_code = "ERROR"
+    failing.status_message = message
+    if trace.spans[0].kind == "AGENT":
+        trace.spans[0].status_code = "ERROR"
+        trace.spans[0].status_message = f"agent run failed: {code}"
+
+
+def _events(rng: random.Random, trace: Trace) -> list[Event]:
+    """Agent events mirroring the trace's model and tool spans, maybe an approval request."""
+    events: list[Event] = []
+    for span in trace.spans:
+        if span.kind == "LLM" and "gen_ai.request.model" in span.attributes:
+            events.append(
+                Event(
+                    type="llm",
+                    status="failed" if span.status_code == "ERROR" else "succeeded",
+                    at=span.start_time,
+                    metadata={"model": span.attributes["gen_ai.request.model"]},
+                )
+            )
+        elif span.kind == "TOOL" and "gen_ai.tool.name" in span.attributes:
+            events.append(
+                Event(
+                    type="tool",
+                    status="failed" if span.status_code == "ERROR" else "succeeded",
+                    at=span.start_time,
+                    metadata={"tool": span.attributes["gen_ai.tool.name"]},
+                )
+            )
+    if rng.random() < 0.3 or not events:
+        events.append(
+            Event(
+                type="approval.requested",
+                status="pending",
+                at=trace.ended_at,
+                metadata={
+                    "action": "send_email",
+                    "reason_summary": "outbound customer email needs a human approval",
+                },
+            )
+        )
+    return events

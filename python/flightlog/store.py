@@ -8,6 +8,7 @@ durability modes and the on-disk format.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import weakref
 from collections.abc import Iterable, Mapping
@@ -101,6 +102,9 @@ class Store:
     def get(self, trace_id: str) -> Trace:
         """Reads a trace, merging its fragments when it was logged more than once.
 
+        Reads see what the writer has committed: in ``group`` mode a trace logged a moment
+        ago may not be visible yet; call :meth:`flush` first to be sure.
+
         Raises:
             ValidationError: ``trace_id`` is not 32 lowercase hex characters.
             TraceNotFound: No such trace is stored.
@@ -157,7 +161,7 @@ class Store:
         return f"<flightlog.Store {str(self._path)!r} {state}>"
 
 
-def open(  # noqa: A001 - the API is flightlog.open(), like io.open / gzip.open
+def open(
     path: str | os.PathLike[str] | None = None,
     *,
     durability: Durability = "group",
@@ -213,42 +217,53 @@ def open(  # noqa: A001 - the API is flightlog.open(), like io.open / gzip.open
 def _encode(record: object) -> bytes:
     try:
         return encoder.encode(record)
-    except (TypeError, OverflowError, msgspec.EncodeError) as exc:
-        path = _find_unencodable(record, "")
+    except (TypeError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
+        path, problem = _find_unencodable(record)
         raise ValidationError(
-            f"{path or '<root>'}: {exc}",
-            [{"path": path, "message": f"expected a JSON-compatible value: {exc}"}],
+            f"{path or '<root>'}: {problem or exc}",
+            [{"path": path, "message": problem or f"expected a JSON-compatible value: {exc}"}],
         ) from None
 
 
-def _find_unencodable(value: object, path: str) -> str:
-    """The path of the first value msgspec cannot encode (only walked on the error path)."""
-    if isinstance(value, msgspec.Struct):
-        items: Iterable[tuple[str, object]] = (
-            (f, getattr(value, f)) for f in value.__struct_fields__
-        )
-        return _first_bad(items, path)
-    if isinstance(value, Mapping):
-        for key in value:
-            if not isinstance(key, str):
-                return path
-        return _first_bad(value.items(), path)
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
+_MAX_WALK_DEPTH = 256
+
+
+def _find_unencodable(record: object) -> tuple[str, str]:
+    """Locates what msgspec refused, walking breadth-first without recursion.
+
+    Only runs on the error path. Returns the path and, when the walk itself explains the
+    problem (nesting too deep), a message; otherwise the message is msgspec's.
+    """
+    pending: list[tuple[str, object, int]] = [("", record, 0)]
+    while pending:
+        path, value, depth = pending.pop(0)
+        if depth > _MAX_WALK_DEPTH:
+            return path, f"nested more than {_MAX_WALK_DEPTH} levels deep"
+        children = _children(path, value)
+        if children is None:
             try:
-                encoder.encode(item)
+                encoder.encode(value)
             except (TypeError, OverflowError, msgspec.EncodeError):
-                return _find_unencodable(item, f"{path}[{i}]")
-    return path
+                return path, ""
+            continue
+        pending.extend((child_path, child, depth + 1) for child_path, child in children)
+    return "", ""
 
 
-def _first_bad(items: Iterable[tuple[str, object]], path: str) -> str:
-    for key, item in items:
-        try:
-            encoder.encode(item)
-        except (TypeError, OverflowError, msgspec.EncodeError):
-            return _find_unencodable(item, f"{path}.{key}" if path else key)
-    return path
+def _children(path: str, value: object) -> list[tuple[str, object]] | None:
+    """The (path, value) items of a container, or None for a leaf."""
+    prefix = f"{path}." if path else ""
+    if isinstance(value, msgspec.Struct):
+        return [
+            (prefix + name, getattr(value, name))
+            for name in value.__struct_fields__
+            if getattr(value, name) is not msgspec.UNSET
+        ]
+    if isinstance(value, Mapping):
+        return [(prefix + str(key), item) for key, item in value.items()]
+    if isinstance(value, (list, tuple)):
+        return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    return None
 
 
 @atexit.register
@@ -256,7 +271,5 @@ def _flush_at_exit() -> None:
     # Group durability promises that what was logged reaches disk when the process exits
     # normally, even without close().
     for store in list(_open_stores):
-        try:
+        with contextlib.suppress(Exception):  # nothing can be raised to anyone at exit
             store.flush()
-        except Exception:  # noqa: BLE001 - nothing can be raised to anyone at exit
-            pass

@@ -1,0 +1,42 @@
+"""Shared fixtures: a fresh store per test, and a way to look inside a closed store.
+
+``count_records`` reads the LMDB environment directly with the ``lmdb`` package, following
+docs/format.md, so a test can assert "nothing was stored" without trusting flightlog's own
+read path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import flightlog
+import lmdb
+import pytest
+
+
+def count_records(path: Path) -> int:
+    """How many fragments a *closed* store holds (entries of its ``records`` database)."""
+    env = lmdb.open(str(path), max_dbs=16, readonly=True, lock=False)
+    try:
+        records = env.open_db(b"records", create=False)
+        with env.begin(db=records) as txn:
+            return int(txn.stat(records)["entries"])
+    finally:
+        env.close()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    """Where the ``store`` fixture lives; the directory does not exist before it is opened."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(store_path: Path) -> Iterator[flightlog.Store]:
+    """A fresh store in group durability, closed (and so flushed) after the test."""
+    opened = flightlog.open(store_path)
+    try:
+        yield opened
+    finally:
+        opened.close()
