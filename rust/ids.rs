@@ -77,7 +77,8 @@ pub fn new_span_id() -> SpanId {
 /// re-sending the same run updates the same trace. First 16 bytes of
 /// SHA-256("flightlog.trace_id_for\0" + key).
 pub fn trace_id_for(key: &str) -> TraceId {
-    let digest = Sha256::new().chain_update(b"flightlog.trace_id_for\0").chain_update(key).finalize();
+    let digest =
+        Sha256::new().chain_update(b"flightlog.trace_id_for\0").chain_update(key).finalize();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
     if id == [0u8; 16] {
@@ -176,12 +177,18 @@ mod tests {
 
     #[test]
     fn parse_rejects_wrong_length_uppercase_non_hex_and_zero() {
-        assert_eq!(parse_span_id("00f067aa0ba902b7"), Some([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+        assert_eq!(
+            parse_span_id("00f067aa0ba902b7"),
+            Some([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
         assert_eq!(parse_span_id("00F067AA0BA902B7"), None);
         assert_eq!(parse_span_id("00f067aa0ba902b"), None);
         assert_eq!(parse_span_id("00f067aa0ba902bz"), None);
         assert_eq!(parse_span_id("0000000000000000"), None);
-        assert_eq!(parse_trace_id("4bf92f3577b34da6a3ce929d0e0e4736"), parse_hex("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            parse_trace_id("4bf92f3577b34da6a3ce929d0e0e4736"),
+            parse_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         assert_eq!(parse_trace_id("é"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! flightlog's core: validation, ids, redaction and LMDB storage behind a thin PyO3 binding.
 //! Module wiring only; `python.rs` is the only file that speaks pyo3.
 
+pub mod codec;
 pub mod error;
 pub mod fork;
 pub mod ids;

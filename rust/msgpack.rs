@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use DecodeErrorKind::{ReservedByte, TooLong, TrailingBytes, Truncated};
+
 /// The extension type msgpack reserves for timestamps.
 pub const TIMESTAMP_EXT: i8 = -1;
 
@@ -86,7 +88,9 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-use DecodeErrorKind::{ReservedByte, TooLong, TrailingBytes, Truncated};
+fn truncated(start: usize) -> DecodeError {
+    DecodeError { offset: start, kind: Truncated }
+}
 
 /// A cursor over msgpack bytes.
 #[derive(Debug, Clone)]
@@ -120,28 +124,25 @@ impl<'a> Reader<'a> {
         self.buf.get(self.pos..).unwrap_or_default()
     }
 
-    fn truncated(&self, start: usize) -> DecodeError {
-        DecodeError { offset: start, kind: Truncated }
-    }
-
     /// Fails unless every byte has been read.
     pub fn expect_end(&self) -> Result<(), DecodeError> {
-        match self.is_at_end() {
-            true => Ok(()),
-            false => Err(DecodeError { offset: self.pos, kind: TrailingBytes }),
+        if self.is_at_end() {
+            Ok(())
+        } else {
+            Err(DecodeError { offset: self.pos, kind: TrailingBytes })
         }
     }
 
     #[inline]
     fn fixed<const N: usize>(&mut self, start: usize) -> Result<[u8; N], DecodeError> {
-        let (head, _) = self.rest().split_first_chunk::<N>().ok_or(self.truncated(start))?;
+        let (head, _) = self.rest().split_first_chunk::<N>().ok_or(truncated(start))?;
         self.pos += N;
         Ok(*head)
     }
 
     #[inline]
     fn bytes(&mut self, len: usize, start: usize) -> Result<&'a [u8], DecodeError> {
-        let bytes = self.rest().get(..len).ok_or(self.truncated(start))?;
+        let bytes = self.rest().get(..len).ok_or(truncated(start))?;
         self.pos += len;
         Ok(bytes)
     }

@@ -134,7 +134,11 @@ impl PyStore {
     }
 
     /// The canonical msgpack bytes of each fragment of a trace, oldest first.
-    fn fragments<'py>(&self, py: Python<'py>, trace_id: &str) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    fn fragments<'py>(
+        &self,
+        py: Python<'py>,
+        trace_id: &str,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let id = parse_trace_id(trace_id)?;
         let store = self.store()?;
         let fragments = py.detach(|| store.fragments(&id)).map_err(to_py_err)?;

@@ -2914,6 +2914,12 @@ mod tests {
         let errors = many(&truncated);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "[1]");
+        // A million elements claimed (and present, as nils): 100 errors, then a stop.
+        let mut nils = vec![0xdd, 0x00, 0x0f, 0x42, 0x40];
+        nils.resize(nils.len() + 1_000_000, 0xc0);
+        let errors = many(&nils);
+        assert_eq!(errors.len(), MAX_ERRORS);
+        assert_eq!(errors[99], FieldError::new("[99]", "expected a map, got nil"));
         let mut trailing = vec![0x91];
         trailing.extend(&small);
         trailing.push(0xc0);
@@ -3120,42 +3126,29 @@ mod tests {
 
     // ---- timing ----
 
-    /// A ~5 KB trace: 6 spans, 3 tool calls, ~137 strings (keys included).
+    /// A ~5.5 KB trace: 6 spans, 3 tool calls, 141 strings (keys included); the same shape
+    /// as the msgspec-encoded trace the timings in the report were taken with.
     fn realistic_trace() -> Vec<u8> {
         let text = |n: usize| s(&"lorem ipsum ".repeat(n / 12 + 1)[..n]);
         let tool = |i: i64| {
             m(vec![
                 ("tool_name", s("web_search")),
                 ("input", m(vec![("query", text(60)), ("top_k", V::Int(i))])),
-                ("output", m(vec![("results", a(vec![text(120), text(120)]))])),
+                ("output", m(vec![("results", a(vec![text(150), text(150)]))])),
                 ("latency_ms", V::F64(12.5)),
             ])
         };
         let span = |i: usize| {
+            let at = |nanos| ext(Timestamp { secs: NOW.secs + i as i64, nanos });
+            let attributes =
+                m(vec![("gen_ai.usage.input_tokens", V::Int(812)), ("gen_ai.prompt", text(330))]);
             let mut fields = vec![
                 ("span_id", s(&format!("{:016x}", i + 1))),
                 ("name", s("llm.chat")),
                 ("kind", s("LLM")),
-                ("status_code", s("OK")),
-                ("start_time", ext(Timestamp { secs: NOW.secs + i as i64, nanos: 0 })),
-                ("end_time", ext(Timestamp { secs: NOW.secs + i as i64, nanos: 500_000_000 })),
-                (
-                    "attributes",
-                    m(vec![
-                        ("gen_ai.system", s("openai")),
-                        ("gen_ai.request.model", s("gpt-4o-mini")),
-                        ("gen_ai.usage.input_tokens", V::Int(812)),
-                        ("gen_ai.usage.output_tokens", V::Int(96)),
-                        ("gen_ai.prompt", text(300)),
-                    ]),
-                ),
-                (
-                    "events",
-                    a(vec![m(vec![
-                        ("name", s("first_token")),
-                        ("attributes", m(vec![("ms", V::Int(80))])),
-                    ])]),
-                ),
+                ("start_time", at(0)),
+                ("end_time", at(500_000_000)),
+                ("attributes", attributes),
             ];
             if i > 0 {
                 fields.push(("parent_span_id", s("0000000000000001")));
@@ -3166,25 +3159,20 @@ mod tests {
             ("trace_id", s(TRACE_ID)),
             ("agent_name", s("support-bot")),
             ("framework", s("langgraph")),
-            ("run_id", s("run-8f2c")),
-            ("session_id", s("sess-19")),
             ("input", text(400)),
             ("output", text(500)),
-            ("tool_calls", a(vec![tool(1), tool(2), tool(3)])),
+            ("tool_calls", a(vec![tool(0), tool(1), tool(2)])),
             ("latency_ms", V::F64(2300.0)),
             ("cost_usd", V::F64(0.0042)),
             (
                 "token_usage",
                 m(vec![("prompt_tokens", V::Int(4000)), ("completion_tokens", V::Int(600))]),
             ),
-            (
-                "metadata",
-                m(vec![("customer", s("acme")), ("region", s("eu-west-1")), ("plan", s("pro"))]),
-            ),
+            ("metadata", m(vec![("customer", s("acme"))])),
             ("spans", V::Arr((0..6).map(span).collect())),
             ("timestamp", ext(NOW)),
             ("status", s("succeeded")),
-            ("tags", a(vec![s("prod"), s("support"), s("v2")])),
+            ("tags", a(vec![s("prod"), s("v2")])),
         ]))
     }
 

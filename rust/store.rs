@@ -14,6 +14,7 @@ use std::time::Duration;
 use heed::types::Bytes;
 use heed::{Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
 
+use crate::codec::{self, Dictionary};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::{to_hex, TraceId};
@@ -23,19 +24,6 @@ use crate::writer::{Pending, Writer};
 
 /// Written under `meta["format"]`; bumped on any incompatible change of the layout.
 pub const FORMAT: &[u8] = b"flightlog/1";
-/// First byte of every record value.
-const VALUE_VERSION: u8 = 1;
-const CODEC_RAW: u8 = 0;
-const CODEC_ZSTD: u8 = 1;
-const VALUE_HEADER: usize = 6;
-/// zstd's fast level -1: ~12 µs for a 4.6 KB trace, leaving ~1.5 KB — under LMDB's ~2 KB
-/// node limit, so two records share a page instead of each taking a 4 KB overflow page.
-/// (lz4 is twice as fast but leaves ~2.1 KB: a whole overflow page per record.)
-const ZSTD_LEVEL: i32 = -1;
-/// Records smaller than this are stored raw: compression would not pay for its header.
-const COMPRESS_MIN: usize = 128;
-/// Refuse to inflate a value to more than this (a corrupt length must not allocate GiBs).
-const MAX_RECORD_BYTES: usize = 1 << 30;
 /// The map only reserves address space; the file grows as data is written.
 pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
 const MAX_MAP_SIZE: usize = 1 << 44;
@@ -96,6 +84,8 @@ pub struct Databases {
     pub fragments: Database<Bytes, Bytes>,
     /// Store-level facts, e.g. `format`.
     pub meta: Database<Bytes, Bytes>,
+    /// u32 big-endian dictionary id -> a zstd dictionary trained on the store's records.
+    pub dicts: Database<Bytes, Bytes>,
 }
 
 /// The LMDB side of an open store, shared by the writer thread and readers.
@@ -106,6 +96,10 @@ pub struct Core {
     /// Readers and the writer hold it shared while a transaction is open; a map resize holds
     /// it exclusively, because LMDB allows resizing only with no transaction in the process.
     resize: RwLock<()>,
+    /// The dictionary new records are compressed with, once one is trained or loaded.
+    active_dictionary: RwLock<Option<Arc<Dictionary>>>,
+    /// Dictionaries loaded for reading, by id (records may need any of them).
+    dictionaries: RwLock<HashMap<u32, Arc<Dictionary>>>,
 }
 
 impl Core {
@@ -130,6 +124,54 @@ impl Core {
                 Err(err) => return Err(Error::storage("starting a read transaction", err)),
             }
         }
+    }
+
+    pub fn active_dictionary(&self) -> Option<Arc<Dictionary>> {
+        self.active_dictionary.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `dictionary` (already committed to `dicts`) the one new records use.
+    pub fn activate(&self, dictionary: Arc<Dictionary>) {
+        self.dictionaries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dictionary.id, Arc::clone(&dictionary));
+        *self.active_dictionary.write().unwrap_or_else(|e| e.into_inner()) = Some(dictionary);
+    }
+
+    /// The dictionary with this id, loading it from `dicts` on first use.
+    fn dictionary(&self, txn: &RoTxn<WithoutTls>, id: u32) -> Result<Arc<Dictionary>> {
+        if let Some(found) = self.dictionaries.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return Ok(Arc::clone(found));
+        }
+        let raw = self
+            .dbs
+            .dicts
+            .get(txn, &id.to_be_bytes())
+            .map_err(|e| Error::storage("reading a dictionary", e))?
+            .ok_or_else(|| Error::Corrupt(format!("dicts[{id}] is missing")))?;
+        let loaded = Arc::new(Dictionary::new(id, raw));
+        self.dictionaries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// Decodes a `records` value, fetching the dictionary it needs.
+    pub fn decode_record(
+        &self,
+        txn: &RoTxn<WithoutTls>,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Vec<u8>> {
+        let dictionary = match codec::dictionary_id(value) {
+            Some(id) => Some(self.dictionary(txn, id)?),
+            None => None,
+        };
+        codec::decode(value, dictionary.as_deref()).map_err(|why| {
+            Error::Corrupt(format!("records[{}] does not decode: {why}", to_hex(key)))
+        })
     }
 
     /// Doubles the map after MDB_MAP_FULL.
@@ -269,7 +311,7 @@ impl Store {
         let record = schema::canonicalize(payload, &self.options.limits, Timestamp::now())
             .map_err(Error::Validation)?;
         let id = record.trace_id;
-        self.append(writer, vec![Pending { trace_id: id, bytes: record.bytes }])?;
+        self.append(writer, vec![Pending { trace_id: id, bytes: record.bytes, encoded: false }])?;
         Ok(id)
     }
 
@@ -279,13 +321,22 @@ impl Store {
         let records = schema::canonicalize_many(payload, &self.options.limits, Timestamp::now())
             .map_err(Error::Validation)?;
         let ids = records.iter().map(|r| r.trace_id).collect();
-        let pending =
-            records.into_iter().map(|r| Pending { trace_id: r.trace_id, bytes: r.bytes }).collect();
+        let pending = records
+            .into_iter()
+            .map(|r| Pending { trace_id: r.trace_id, bytes: r.bytes, encoded: false })
+            .collect();
         self.append(writer, pending)?;
         Ok(ids)
     }
 
-    fn append(&self, writer: &Writer, records: Vec<Pending>) -> Result<()> {
+    fn append(&self, writer: &Writer, mut records: Vec<Pending>) -> Result<()> {
+        if writer.backlogged() {
+            let dictionary = self.env.core.active_dictionary();
+            for record in &mut records {
+                record.bytes = codec::encode_here(&record.bytes, dictionary.as_deref());
+                record.encoded = true;
+            }
+        }
         match self.options.durability {
             Durability::Group => writer.append(records, true, false),
             Durability::Sync => writer.append(records, true, true),
@@ -316,7 +367,8 @@ impl Store {
                 return Ok(out);
             };
             for entry in keys {
-                let (_, key) = entry.map_err(|e| Error::storage("reading the fragment index", e))?;
+                let (_, key) =
+                    entry.map_err(|e| Error::storage("reading the fragment index", e))?;
                 let value = core
                     .dbs
                     .records
@@ -329,9 +381,7 @@ impl Store {
                             to_hex(key)
                         ))
                     })?;
-                out.push(decode_value(value).map_err(|why| {
-                    Error::Corrupt(format!("records[{}] does not decode: {why}", to_hex(key)))
-                })?);
+                out.push(core.decode_record(txn, key, value)?);
             }
             Ok(out)
         })
@@ -348,9 +398,9 @@ fn prepare_directory(path: &Path, readonly: bool) -> Result<PathBuf> {
             Error::Storage(format!("cannot create the store directory {}: {e}", path.display()))
         })?;
     }
-    let canonical = path.canonicalize().map_err(|e| {
-        Error::Storage(format!("cannot open the store at {}: {e}", path.display()))
-    })?;
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| Error::Storage(format!("cannot open the store at {}: {e}", path.display())))?;
     if !canonical.is_dir() {
         return Err(Error::Storage(format!(
             "{} is not a directory; a store is a directory holding data.mdb and lock.mdb",
@@ -375,12 +425,18 @@ fn open_environment(path: &Path, options: &Options, generation: u64) -> Result<E
         .map_err(|e| Error::storage(&format!("opening the store at {}", path.display()), e))?;
     env.clear_stale_readers().map_err(|e| Error::storage("clearing stale readers", e))?;
     let dbs = if options.readonly { open_databases(&env)? } else { create_databases(&env)? };
+    let newest = newest_dictionary(&env, &dbs)?;
     let core = Arc::new(Core {
         env: ManuallyDrop::new(env),
         closed: AtomicBool::new(false),
         dbs,
         resize: RwLock::new(()),
+        active_dictionary: RwLock::new(None),
+        dictionaries: RwLock::new(HashMap::new()),
     });
+    if let Some(dictionary) = newest {
+        core.activate(Arc::new(dictionary));
+    }
     let writer = if options.readonly {
         None
     } else {
@@ -402,6 +458,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Databases> {
             .create(&mut txn)
             .map_err(fail)?,
         meta: env.create_database(&mut txn, Some("meta")).map_err(fail)?,
+        dicts: env.create_database(&mut txn, Some("dicts")).map_err(fail)?,
     };
     match dbs.meta.get(&txn, b"format").map_err(fail)? {
         None => dbs.meta.put(&mut txn, b"format", FORMAT).map_err(fail)?,
@@ -427,7 +484,12 @@ fn open_databases(env: &Env<WithoutTls>) -> Result<Databases> {
         .open(&txn)
         .map_err(fail)?
         .ok_or_else(|| Error::Storage("the store has no \"fragments\" database".into()))?;
-    let dbs = Databases { records: open("records")?, fragments, meta: open("meta")? };
+    let dbs = Databases {
+        records: open("records")?,
+        fragments,
+        meta: open("meta")?,
+        dicts: open("dicts")?,
+    };
     match dbs.meta.get(&txn, b"format").map_err(fail)? {
         Some(found) => check_format(found)?,
         None => return Err(Error::Storage("the store has no format marker".into())),
@@ -435,6 +497,20 @@ fn open_databases(env: &Env<WithoutTls>) -> Result<Databases> {
     // Database handles opened in a transaction that aborts are closed again: commit it.
     txn.commit().map_err(fail)?;
     Ok(dbs)
+}
+
+/// The most recently trained dictionary in the store, which new records should use.
+fn newest_dictionary(env: &Env<WithoutTls>, dbs: &Databases) -> Result<Option<Dictionary>> {
+    let fail = |e| Error::storage("loading the compression dictionary", e);
+    let txn = env.read_txn().map_err(fail)?;
+    let Some((key, raw)) = dbs.dicts.last(&txn).map_err(fail)? else {
+        return Ok(None);
+    };
+    let id = key
+        .try_into()
+        .map(u32::from_be_bytes)
+        .map_err(|_| Error::Corrupt(format!("dicts key {} is not 4 bytes", to_hex(key))))?;
+    Ok(Some(Dictionary::new(id, raw)))
 }
 
 fn check_format(found: &[u8]) -> Result<()> {
@@ -461,62 +537,6 @@ pub fn seq_key(seq: u64) -> [u8; 8] {
 
 pub fn parse_seq_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
-}
-
-/// Encodes `records` values: version, codec, uncompressed length (u32 LE), payload.
-/// Owns a zstd context so the writer thread does not set one up per record.
-pub struct ValueEncoder {
-    zstd: zstd::bulk::Compressor<'static>,
-}
-
-impl ValueEncoder {
-    pub fn new() -> Result<Self> {
-        let zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL)
-            .map_err(|e| Error::Storage(format!("cannot set up zstd: {e}")))?;
-        Ok(ValueEncoder { zstd })
-    }
-
-    pub fn encode(&mut self, canonical: &[u8]) -> Vec<u8> {
-        let compressed = if canonical.len() >= COMPRESS_MIN {
-            self.zstd.compress(canonical).ok().filter(|c| c.len() < canonical.len())
-        } else {
-            None
-        };
-        let (codec, payload) = match &compressed {
-            Some(c) => (CODEC_ZSTD, c.as_slice()),
-            None => (CODEC_RAW, canonical),
-        };
-        let mut value = Vec::with_capacity(VALUE_HEADER + payload.len());
-        value.push(VALUE_VERSION);
-        value.push(codec);
-        value.extend_from_slice(&(canonical.len() as u32).to_le_bytes());
-        value.extend_from_slice(payload);
-        value
-    }
-}
-
-/// Inverse of [`ValueEncoder::encode`]; never panics on arbitrary bytes.
-pub fn decode_value(value: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    if value.len() < VALUE_HEADER {
-        return Err(format!("value of {} bytes is shorter than its header", value.len()));
-    }
-    if value[0] != VALUE_VERSION {
-        return Err(format!("unknown value version {}", value[0]));
-    }
-    let raw_len = u32::from_le_bytes([value[2], value[3], value[4], value[5]]) as usize;
-    let payload = &value[VALUE_HEADER..];
-    let raw = match value[1] {
-        CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD if raw_len <= MAX_RECORD_BYTES => {
-            zstd::bulk::decompress(payload, raw_len).map_err(|e| format!("zstd: {e}"))?
-        }
-        CODEC_ZSTD => return Err(format!("declared length {raw_len} is implausible")),
-        other => return Err(format!("unknown codec {other}")),
-    };
-    if raw.len() != raw_len {
-        return Err(format!("declared length {raw_len}, decoded {} bytes", raw.len()));
-    }
-    Ok(raw)
 }
 
 #[cfg(test)]
@@ -582,7 +602,9 @@ mod tests {
         let store = open(dir.path(), |_| {});
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";
         for output in ["first", "second", "third"] {
-            store.log(&trace(&[("agent_name", "a"), ("trace_id", id), ("output", output)])).unwrap();
+            store
+                .log(&trace(&[("agent_name", "a"), ("trace_id", id), ("output", output)]))
+                .unwrap();
         }
         store.flush(None).unwrap();
         let fragments = store.fragments(&crate::ids::parse_trace_id(id).unwrap()).unwrap();
@@ -605,9 +627,10 @@ mod tests {
         many.extend(bad);
         assert!(matches!(store.log_many(&many), Err(Error::Validation(_))));
         store.flush(None).unwrap();
-        let count = store.env.core.read(|txn| {
-            store.env.core.dbs.records.len(txn).map_err(|e| Error::storage("len", e))
-        });
+        let count = store
+            .env
+            .core
+            .read(|txn| store.env.core.dbs.records.len(txn).map_err(|e| Error::storage("len", e)));
         assert_eq!(count.unwrap(), 0);
     }
 
@@ -698,51 +721,57 @@ mod tests {
         assert!(matches!(refused, Err(Error::Storage(m)) if m.contains("read-only")));
         let upgrade = Store::open(&path, Options::default());
         assert!(matches!(upgrade, Err(Error::Storage(m)) if m.contains("already open read-only")));
-        let missing = Store::open(&dir.path().join("nope"), Options { readonly: true, ..Options::default() });
+        let missing =
+            Store::open(&dir.path().join("nope"), Options { readonly: true, ..Options::default() });
         assert!(matches!(missing, Err(Error::Storage(m)) if m.contains("no store")));
     }
 
+    #[test]
+    fn a_dictionary_is_trained_stored_and_used_after_enough_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dict");
+        let store = open(&path, |_| {});
+        let prose = |i: usize| {
+            format!("order {i} for customer {} was delayed; the agent offered a refund ", i % 13)
+                .repeat(20)
+        };
+        let mut ids: Vec<_> = (0..codec::TRAINING_SAMPLES)
+            .map(|i| {
+                store.log(&trace(&[("agent_name", "support-bot"), ("output", &prose(i))])).unwrap()
+            })
+            .collect();
+        store.flush(None).unwrap();
+        // Training runs on a helper thread; the writer adopts the result at its next commit.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.env.core.active_dictionary().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no dictionary was trained");
+            ids.push(store.log(&trace(&[("agent_name", "support-bot")])).unwrap());
+            store.flush(None).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let later =
+            store.log(&trace(&[("agent_name", "support-bot"), ("output", &prose(7))])).unwrap();
+        store.flush(None).unwrap();
+        let uses_dictionary = store.env.core.read(|txn| {
+            let key = store.env.core.dbs.fragments.get(txn, &later).unwrap().unwrap();
+            Ok(codec::dictionary_id(store.env.core.dbs.records.get(txn, key).unwrap().unwrap()))
+        });
+        assert_eq!(uses_dictionary.unwrap(), Some(1));
+        drop(store);
+        let reopened = open(&path, |o| o.readonly = true);
+        ids.push(later);
+        for id in &ids {
+            assert_eq!(reopened.fragments(id).unwrap().len(), 1);
+        }
+        assert!(contains(&reopened.fragments(&later).unwrap()[0], "offered a refund"));
+    }
 
     #[test]
     fn seq_keys_sort_numerically_as_bytes() {
-        let keys: Vec<_> = [1u64, 2, 255, 256, 65_536, u64::MAX].iter().map(|&s| seq_key(s)).collect();
+        let keys: Vec<_> =
+            [1u64, 2, 255, 256, 65_536, u64::MAX].iter().map(|&s| seq_key(s)).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(parse_seq_key(&seq_key(42)), Some(42));
         assert_eq!(parse_seq_key(b"short"), None);
-    }
-
-    #[test]
-    fn values_round_trip_raw_and_compressed() {
-        let small = b"tiny".to_vec();
-        let large = b"the agent called the search tool and the search tool answered ".repeat(40);
-        let mut encoder = ValueEncoder::new().unwrap();
-        for raw in [small, large.clone(), Vec::new()] {
-            let value = encoder.encode(&raw);
-            assert_eq!(decode_value(&value).unwrap(), raw);
-        }
-        assert_eq!(encoder.encode(&large)[1], CODEC_ZSTD);
-        assert!(encoder.encode(&large).len() < large.len() / 4);
-    }
-
-    #[test]
-    fn corrupt_values_are_errors_not_panics() {
-        let text = b"some text that compresses, some text that compresses".repeat(8);
-        let good = ValueEncoder::new().unwrap().encode(&text);
-        assert!(decode_value(&[]).is_err());
-        assert!(decode_value(&good[..5]).is_err());
-        let mut bad = good.clone();
-        bad[0] = 9;
-        assert!(decode_value(&bad).unwrap_err().contains("version"));
-        let mut bad = good.clone();
-        bad[1] = 7;
-        assert!(decode_value(&bad).unwrap_err().contains("codec"));
-        let mut bad = good.clone();
-        bad[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode_value(&bad).is_err());
-        for i in VALUE_HEADER..good.len() {
-            let mut flipped = good.clone();
-            flipped[i] ^= 0xff;
-            let _ = decode_value(&flipped);
-        }
     }
 }

@@ -99,11 +99,10 @@ impl Timestamp {
                 let data = u64::from_be_bytes([a, b, c, d, e, f, g, h]);
                 ((data & ((1 << 34) - 1)) as i64, (data >> 34) as u32)
             }
-            [a, b, c, d, ref secs @ ..] if secs.len() == 8 => {
-                let mut be = [0u8; 8];
-                be.copy_from_slice(secs);
-                (i64::from_be_bytes(be), u32::from_be_bytes([a, b, c, d]))
-            }
+            [n0, n1, n2, n3, s0, s1, s2, s3, s4, s5, s6, s7] => (
+                i64::from_be_bytes([s0, s1, s2, s3, s4, s5, s6, s7]),
+                u32::from_be_bytes([n0, n1, n2, n3]),
+            ),
             _ => return None,
         };
         (nanos < NANOS_PER_SEC).then_some(Timestamp { secs, nanos })

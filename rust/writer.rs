@@ -7,22 +7,26 @@
 //! Whatever arrives during a commit's fsync rides in the next one, so batches grow with load.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use heed::{EnvFlags, FlagSetMode, PutFlags};
+use heed::{EnvFlags, FlagSetMode, PutFlags, RwTxn};
 
+use crate::codec::{self, Dictionary, Encoder};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::TraceId;
-use crate::store::{seq_key, Core, ValueEncoder};
+use crate::store::{parse_seq_key, seq_key, Core};
 
 /// A validated record waiting to be written.
 pub struct Pending {
     pub trace_id: TraceId,
-    /// Canonical msgpack of the trace fragment (uncompressed).
+    /// Canonical msgpack of the trace fragment, or its stored value once `encoded`.
     pub bytes: Vec<u8>,
+    /// Whether a caller already compressed it (see [`Writer::backlogged`]).
+    pub encoded: bool,
 }
 
 /// Where a caller waits for the outcome of its job.
@@ -82,6 +86,8 @@ impl Job {
 
 struct QueueState {
     jobs: VecDeque<Job>,
+    /// Whether the writer sleeps on `work`: only then does a push pay for a wake-up syscall.
+    writer_waiting: bool,
     /// Bytes of queued and in-flight records; bounded by `capacity` so memory stays flat.
     bytes: usize,
     shutdown: bool,
@@ -92,6 +98,8 @@ struct Queue {
     work: Condvar,
     space: Condvar,
     capacity: usize,
+    /// `state.bytes`, readable without the lock.
+    queued: AtomicUsize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,12 +118,18 @@ impl Queue {
             state = self.space.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         if state.shutdown {
-            return Err(Error::StoreClosed("the store is closing; nothing more is accepted".into()));
+            return Err(Error::StoreClosed(
+                "the store is closing; nothing more is accepted".into(),
+            ));
         }
         state.bytes += size;
+        self.queued.store(state.bytes, Ordering::Relaxed);
         state.jobs.push_back(job);
+        let wake = state.writer_waiting;
         drop(state);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
         Ok(())
     }
 
@@ -123,13 +137,18 @@ impl Queue {
     fn take_all(&self) -> Vec<Job> {
         let mut state = lock(&self.state);
         while state.jobs.is_empty() && !state.shutdown {
+            state.writer_waiting = true;
             state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.writer_waiting = false;
         }
         state.jobs.drain(..).collect()
     }
 
     fn release(&self, bytes: usize) {
-        lock(&self.state).bytes -= bytes;
+        let mut state = lock(&self.state);
+        state.bytes -= bytes;
+        self.queued.store(state.bytes, Ordering::Relaxed);
+        drop(state);
         self.space.notify_all();
     }
 
@@ -139,6 +158,10 @@ impl Queue {
         self.space.notify_all();
     }
 }
+
+/// Queued bytes beyond which callers help with compression: a few hundred traces, about what
+/// arrives during one fsync at full speed.
+const BACKLOG_BYTES: usize = 24 << 20;
 
 /// Handle to the writer thread of one environment. Dropping it drains the queue, commits and
 /// joins the thread.
@@ -151,12 +174,18 @@ pub struct Writer {
 impl Writer {
     pub fn spawn(core: Arc<Core>, capacity: usize) -> Result<Writer> {
         let queue = Arc::new(Queue {
-            state: Mutex::new(QueueState { jobs: VecDeque::new(), bytes: 0, shutdown: false }),
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                writer_waiting: false,
+                bytes: 0,
+                shutdown: false,
+            }),
             work: Condvar::new(),
             space: Condvar::new(),
             capacity: capacity.max(1),
+            queued: AtomicUsize::new(0),
         });
-        let writer_loop = WriterLoop::new(core, Arc::clone(&queue), ValueEncoder::new()?);
+        let writer_loop = WriterLoop::new(core, Arc::clone(&queue));
         let thread = std::thread::Builder::new()
             .name("flightlog-writer".into())
             .spawn(move || writer_loop.run())
@@ -173,6 +202,12 @@ impl Writer {
             Some(done) => done.wait(None),
             None => Ok(()),
         }
+    }
+
+    /// Whether the writer thread is falling behind: callers should then compress their own
+    /// records (with the GIL released) so that both cores share the work.
+    pub fn backlogged(&self) -> bool {
+        self.queue.queued.load(Ordering::Relaxed) >= BACKLOG_BYTES.min(self.queue.capacity / 2)
     }
 
     /// Returns once everything queued before the call is durable, or reports the first write
@@ -207,22 +242,43 @@ struct WriterLoop {
     no_sync: bool,
     /// The first failure since the last flush, reported to that flush.
     unreported: Option<Error>,
-    encoder: ValueEncoder,
+    encoder: Encoder,
+    training: Training,
+}
+
+/// Getting a compression dictionary for a store that has none: collect the first records,
+/// train on a helper thread (a few hundred ms), then store and use the result.
+enum Training {
+    Collecting { samples: Vec<Vec<u8>>, bytes: usize },
+    Running(JoinHandle<Option<Vec<u8>>>),
+    Done,
 }
 
 impl WriterLoop {
-    fn new(core: Arc<Core>, queue: Arc<Queue>, encoder: ValueEncoder) -> Self {
-        WriterLoop { core, queue, no_sync: false, unreported: None, encoder }
+    fn new(core: Arc<Core>, queue: Arc<Queue>) -> Self {
+        let training = if core.active_dictionary().is_some() {
+            Training::Done
+        } else {
+            Training::Collecting { samples: Vec::new(), bytes: 0 }
+        };
+        WriterLoop {
+            core,
+            queue,
+            no_sync: false,
+            unreported: None,
+            encoder: Encoder::default(),
+            training,
+        }
     }
 
     fn run(mut self) {
         loop {
-            let jobs = self.queue.take_all();
+            let mut jobs = self.queue.take_all();
             if jobs.is_empty() {
                 return;
             }
             let bytes = jobs.iter().map(Job::bytes).sum();
-            let outcome = self.commit(&jobs);
+            let outcome = self.commit(&mut jobs);
             if let Err(err) = &outcome {
                 self.unreported.get_or_insert_with(|| err.clone());
             }
@@ -240,48 +296,111 @@ impl WriterLoop {
         }
     }
 
-    fn commit(&mut self, jobs: &[Job]) -> Result<()> {
+    fn commit(&mut self, jobs: &mut [Job]) -> Result<()> {
+        self.adopt_trained_dictionary();
+        let dictionary = self.core.active_dictionary();
         let mut fsync = false;
         let mut values = Vec::new();
         for job in jobs {
             if let Job::Append { records, fsync: wants, .. } = job {
                 fsync |= *wants;
-                values.extend(records.iter().map(|r| (r.trace_id, self.encoder.encode(&r.bytes))));
+                for record in records.iter_mut() {
+                    values.push((record.trace_id, self.encode(record, dictionary.as_deref())));
+                }
             }
         }
         if values.is_empty() {
             return Ok(());
         }
         self.set_no_sync(!fsync)?;
-        loop {
-            match self.append_batch(&values) {
-                Err(heed::Error::Mdb(heed::MdbError::MapFull)) => self.core.grow_map()?,
-                Err(heed::Error::Mdb(heed::MdbError::MapResized)) => self.core.adopt_map_size()?,
-                Err(err) => return Err(Error::storage("writing a batch of traces", err)),
-                Ok(()) => return Ok(()),
+        self.write("writing a batch of traces", |dbs, txn| {
+            // Read the last key inside the transaction: other processes append to this store.
+            let mut seq = match dbs.records.last(txn)? {
+                Some((key, _)) => parse_seq_key(key).unwrap_or(0),
+                None => 0,
+            };
+            for (trace_id, value) in &values {
+                seq += 1;
+                let key = seq_key(seq);
+                dbs.records.put_with_flags(txn, PutFlags::APPEND, &key, value)?;
+                dbs.fragments.put(txn, trace_id, &key)?;
             }
+            Ok(())
+        })
+    }
+
+    fn encode(&mut self, record: &mut Pending, dictionary: Option<&Dictionary>) -> Vec<u8> {
+        if record.encoded {
+            return std::mem::take(&mut record.bytes);
+        }
+        if let Training::Collecting { samples, bytes } = &mut self.training {
+            if *bytes + record.bytes.len() <= codec::TRAINING_BYTES {
+                *bytes += record.bytes.len();
+                samples.push(record.bytes.clone());
+            }
+            if samples.len() >= codec::TRAINING_SAMPLES || *bytes >= codec::TRAINING_BYTES {
+                let samples = std::mem::take(samples);
+                self.training = match std::thread::Builder::new()
+                    .name("flightlog-train".into())
+                    .spawn(move || Dictionary::train(&samples))
+                {
+                    Ok(handle) => Training::Running(handle),
+                    Err(_) => Training::Done,
+                };
+            }
+        }
+        self.encoder.encode(&record.bytes, dictionary)
+    }
+
+    /// Stores a freshly trained dictionary and switches to it. A failure here only means
+    /// records stay compressed without one, so it is not reported to callers.
+    fn adopt_trained_dictionary(&mut self) {
+        let finished = matches!(&self.training, Training::Running(h) if h.is_finished());
+        if !finished {
+            return;
+        }
+        let Training::Running(handle) = std::mem::replace(&mut self.training, Training::Done)
+        else {
+            return;
+        };
+        let Ok(Some(raw)) = handle.join() else {
+            return;
+        };
+        let mut id = 0;
+        let stored = self.write("storing the compression dictionary", |dbs, txn| {
+            id = match dbs.dicts.last(txn)? {
+                Some((key, _)) => key.try_into().map_or(0, u32::from_be_bytes) + 1,
+                None => 1,
+            };
+            dbs.dicts.put(txn, &id.to_be_bytes(), &raw)
+        });
+        if stored.is_ok() {
+            self.core.activate(Arc::new(Dictionary::new(id, &raw)));
         }
     }
 
-    /// One write transaction: append every record under the next sequence numbers and index
-    /// it by trace id. All or nothing: an error aborts the transaction.
-    fn append_batch(&self, values: &[(TraceId, Vec<u8>)]) -> heed::Result<()> {
-        let _no_resize = self.core.resize_guard();
-        let env = self.core.env();
-        let dbs = &self.core.dbs;
-        let mut txn = env.write_txn()?;
-        // Read the last key inside the transaction: other processes append to the same store.
-        let mut seq = match dbs.records.last(&txn)? {
-            Some((key, _)) => crate::store::parse_seq_key(key).unwrap_or(0),
-            None => 0,
-        };
-        for (trace_id, value) in values {
-            seq += 1;
-            let key = seq_key(seq);
-            dbs.records.put_with_flags(&mut txn, PutFlags::APPEND, &key, value)?;
-            dbs.fragments.put(&mut txn, trace_id, &key)?;
+    /// Runs `fill` in one write transaction and commits it: all or nothing. Grows the map and
+    /// retries on MDB_MAP_FULL; adopts another process's map size on MDB_MAP_RESIZED.
+    fn write(
+        &self,
+        context: &str,
+        mut fill: impl FnMut(&crate::store::Databases, &mut RwTxn) -> heed::Result<()>,
+    ) -> Result<()> {
+        loop {
+            let attempt = {
+                let _no_resize = self.core.resize_guard();
+                self.core.env().write_txn().and_then(|mut txn| {
+                    fill(&self.core.dbs, &mut txn)?;
+                    txn.commit()
+                })
+            };
+            match attempt {
+                Err(heed::Error::Mdb(heed::MdbError::MapFull)) => self.core.grow_map()?,
+                Err(heed::Error::Mdb(heed::MdbError::MapResized)) => self.core.adopt_map_size()?,
+                Err(err) => return Err(Error::storage(context, err)),
+                Ok(()) => return Ok(()),
+            }
         }
-        txn.commit()
     }
 
     fn set_no_sync(&mut self, no_sync: bool) -> Result<()> {

@@ -756,10 +756,16 @@ def test_python_values_msgspec_knows_are_stored_in_their_json_form(
         (rec(metadata={"obj": Opaque()}), "metadata.obj"),
         (rec(metadata={"big": 2**64}), "metadata.big"),
         (rec(metadata={"neg": -(2**63) - 1}), "metadata.neg"),
-        (Trace(agent_name="a", trace_id=TID, spans=[Span(name="s", attributes={"x": Opaque()})]), "spans[0].attributes.x"),
-        (Trace(
+        (
+            Trace(agent_name="a", trace_id=TID, spans=[Span(name="s", attributes={"x": Opaque()})]),
+            "spans[0].attributes.x",
+        ),
+        (
+            Trace(
                 agent_name="a", trace_id=TID, tool_calls=[ToolCall(tool_name="t", input=object())]
-            ), "tool_calls[0].input"),
+            ),
+            "tool_calls[0].input",
+        ),
         (Trace(agent_name="a", trace_id=TID, metadata={"obj": Opaque()}), "metadata.obj"),
     ],
 )
