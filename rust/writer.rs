@@ -159,8 +159,9 @@ impl Queue {
     }
 }
 
-/// Queued bytes beyond which callers help with compression: a few hundred traces, about what
-/// arrives during one fsync at full speed.
+/// Queued bytes beyond which callers help with compression. Well above what arrives during
+/// one commit's fsync (a queue that long only means the writer is waiting on the disk), so
+/// callers help only when the writer's CPU really falls behind.
 const BACKLOG_BYTES: usize = 24 << 20;
 
 /// Handle to the writer thread of one environment. Dropping it drains the queue, commits and
