@@ -15,6 +15,16 @@ import lmdb
 import pytest
 
 
+def is_hex(text: object, length: int) -> bool:
+    """Whether ``text`` is an id: ``length`` lowercase hex characters, not all zero."""
+    return (
+        isinstance(text, str)
+        and len(text) == length
+        and all(c in "0123456789abcdef" for c in text)
+        and text != "0" * length
+    )
+
+
 def count_records(path: Path) -> int:
     """How many fragments a *closed* store holds (entries of its ``records`` database)."""
     env = lmdb.open(str(path), max_dbs=16, readonly=True, lock=False)

@@ -14,7 +14,7 @@ from typing import Any, cast
 import flightlog
 import msgspec
 import pytest
-from conftest import count_records
+from conftest import count_records, is_hex
 from flightlog import Event, Span, SpanEvent, TokenUsage, ToolCall, Trace
 
 T0 = dt.datetime(2025, 6, 2, 12, 0, tzinfo=dt.timezone.utc)
@@ -25,15 +25,6 @@ CHILD_SPAN = "53995c3f42cd8ad8"
 
 def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
-
-
-def is_hex(text: object, length: int) -> bool:
-    return (
-        isinstance(text, str)
-        and len(text) == length
-        and all(c in "0123456789abcdef" for c in text)
-        and text != "0" * length
-    )
 
 
 def read_back(store: flightlog.Store, trace_id: str) -> Trace:

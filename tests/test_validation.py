@@ -13,14 +13,15 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import flightlog
 import lmdb
 import msgspec
 import pytest
-from conftest import count_records
+from conftest import count_records, is_hex
 from flightlog import UNSET, Event, Span, SpanEvent, TokenUsage, ToolCall, Trace
+from flightlog.records import SpanKind
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,19 +32,7 @@ TID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_A = "00f067aa0ba902b7"
 SPAN_B = "53995c3f42cd8ad8"
 SPAN_C = "1111111111111111"
-KINDS = [
-    "INTERNAL",
-    "SERVER",
-    "CLIENT",
-    "PRODUCER",
-    "CONSUMER",
-    "LLM",
-    "TOOL",
-    "AGENT",
-    "RETRIEVER",
-    "EMBEDDING",
-    "GUARDRAIL",
-]
+KINDS = list(get_args(SpanKind))
 DECISION_KEYS = [
     "proposal_summary",
     "changed_fields",
@@ -94,15 +83,6 @@ def refuse(
 def read_back(store: flightlog.Store, trace_id: str) -> Trace:
     store.flush()
     return store.get(trace_id)
-
-
-def is_hex(text: object, length: int) -> bool:
-    return (
-        isinstance(text, str)
-        and len(text) == length
-        and all(c in "0123456789abcdef" for c in text)
-        and text != "0" * length
-    )
 
 
 # --- shape of the record -------------------------------------------------------------------------
