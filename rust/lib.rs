@@ -8,6 +8,7 @@ pub mod ids;
 pub mod msgpack;
 pub mod schema;
 pub mod store;
+pub mod summary;
 pub mod time;
 pub mod writer;
 

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
 
 use heed::types::Bytes;
-use heed::{Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
+use heed::{Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
 
 use crate::codec::{self, Dictionary};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::{to_hex, TraceId};
 use crate::schema::{self, Limits};
+use crate::summary::{time_key, Summary};
 use crate::time::Timestamp;
 use crate::writer::{Pending, Writer};
 
@@ -86,6 +87,56 @@ pub struct Databases {
     pub meta: Database<Bytes, Bytes>,
     /// u32 big-endian dictionary id -> a zstd dictionary trained on the store's records.
     pub dicts: Database<Bytes, Bytes>,
+    /// 16-byte trace id -> the trace's merged [`Summary`].
+    pub summaries: Database<Bytes, Bytes>,
+    /// [`time_key`] -> empty: every trace in timestamp order.
+    pub by_time: Database<Bytes, Bytes>,
+    /// [`summary::index_key`] -> empty: traces by field value, then timestamp.
+    pub index: Database<Bytes, Bytes>,
+}
+
+impl Databases {
+    /// Lists (or re-lists) a trace under its summary: replaces `old`'s index entries by
+    /// `new`'s, in the caller's write transaction.
+    pub fn put_summary(
+        &self,
+        txn: &mut RwTxn,
+        trace_id: &TraceId,
+        old: Option<&Summary>,
+        new: &Summary,
+    ) -> heed::Result<()> {
+        let new_keys = new.index_keys(trace_id);
+        if let Some(old) = old {
+            for key in old.index_keys(trace_id) {
+                if !new_keys.contains(&key) {
+                    self.index.delete(txn, &key)?;
+                }
+            }
+            if old.timestamp_us != new.timestamp_us {
+                self.by_time.delete(txn, &time_key(old.timestamp_us, trace_id))?;
+            }
+        }
+        for key in &new_keys {
+            self.index.put(txn, key, &[])?;
+        }
+        self.by_time.put(txn, &time_key(new.timestamp_us, trace_id), &[])?;
+        self.summaries.put(txn, trace_id, &new.encode())
+    }
+
+    /// Removes a trace's summary and index entries (its records are the caller's business).
+    pub fn remove_summary(
+        &self,
+        txn: &mut RwTxn,
+        trace_id: &TraceId,
+        old: &Summary,
+    ) -> heed::Result<()> {
+        for key in old.index_keys(trace_id) {
+            self.index.delete(txn, &key)?;
+        }
+        self.by_time.delete(txn, &time_key(old.timestamp_us, trace_id))?;
+        self.summaries.delete(txn, trace_id)?;
+        Ok(())
+    }
 }
 
 /// The LMDB side of an open store, shared by the writer thread and readers.
@@ -459,6 +510,9 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Databases> {
             .map_err(fail)?,
         meta: env.create_database(&mut txn, Some("meta")).map_err(fail)?,
         dicts: env.create_database(&mut txn, Some("dicts")).map_err(fail)?,
+        summaries: env.create_database(&mut txn, Some("summaries")).map_err(fail)?,
+        by_time: env.create_database(&mut txn, Some("by_time")).map_err(fail)?,
+        index: env.create_database(&mut txn, Some("index")).map_err(fail)?,
     };
     match dbs.meta.get(&txn, b"format").map_err(fail)? {
         None => dbs.meta.put(&mut txn, b"format", FORMAT).map_err(fail)?,
@@ -489,6 +543,9 @@ fn open_databases(env: &Env<WithoutTls>) -> Result<Databases> {
         fragments,
         meta: open("meta")?,
         dicts: open("dicts")?,
+        summaries: open("summaries")?,
+        by_time: open("by_time")?,
+        index: open("index")?,
     };
     match dbs.meta.get(&txn, b"format").map_err(fail)? {
         Some(found) => check_format(found)?,

@@ -1,0 +1,445 @@
+//! The compact per-trace summary that queries, counts and stats read instead of records, and
+//! the keys of the indexes built from it. Layouts are documented in docs/format.md.
+//!
+//! A summary is the merged view of a trace's fragments, maintained by the writer in the same
+//! transaction as each fragment. Its numbers sit at fixed offsets so that `stats` over a
+//! million traces reads them without parsing strings.
+
+use crate::ids::TraceId;
+
+const VERSION: u8 = 1;
+const NUMBERS: usize = 56;
+const ABSENT: u16 = u16::MAX;
+
+const HAS_ERRORS: u8 = 1;
+const LATENCY: u8 = 1 << 1;
+const COST: u8 = 1 << 2;
+const PROMPT: u8 = 1 << 3;
+const COMPLETION: u8 = 1 << 4;
+const TOTAL: u8 = 1 << 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Running = 1,
+    Succeeded = 2,
+    Failed = 3,
+}
+
+impl Status {
+    pub fn parse(text: &str) -> Option<Status> {
+        match text {
+            "running" => Some(Status::Running),
+            "succeeded" => Some(Status::Succeeded),
+            "failed" => Some(Status::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Status> {
+        match byte {
+            1 => Some(Status::Running),
+            2 => Some(Status::Succeeded),
+            3 => Some(Status::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What a query needs to know about a trace, without its spans and texts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    /// Unix microseconds of the trace's `timestamp` (its first fragment's).
+    pub timestamp_us: i64,
+    pub status: Option<Status>,
+    /// A span with status_code ERROR or a tool call with an error was logged (status
+    /// `failed` counts too; see [`Summary::has_errors`]).
+    pub errors_logged: bool,
+    pub latency_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    /// Spans logged, summed over fragments (a re-sent span is counted again).
+    pub span_count: u32,
+    pub agent_name: String,
+    pub framework: Option<String>,
+    pub run_id: Option<String>,
+    pub request_id: Option<String>,
+    pub session_id: Option<String>,
+    pub tags: Vec<String>,
+}
+
+impl Summary {
+    /// SPEC: failed status, an ERROR span, or a tool call with an error.
+    pub fn has_errors(&self) -> bool {
+        self.errors_logged || self.status == Some(Status::Failed)
+    }
+
+    /// Folds a newer fragment's summary into this one, with the rules `get()` uses: the newest
+    /// value that was set wins, except the first fragment's timestamp and agent name; tags
+    /// are a union; errors and span counts accumulate.
+    pub fn merge(&mut self, newer: &Summary) {
+        fn newest<T: Clone>(old: &mut Option<T>, new: &Option<T>) {
+            if new.is_some() {
+                old.clone_from(new);
+            }
+        }
+        newest(&mut self.status, &newer.status);
+        self.errors_logged |= newer.errors_logged;
+        newest(&mut self.latency_ms, &newer.latency_ms);
+        newest(&mut self.cost_usd, &newer.cost_usd);
+        newest(&mut self.prompt_tokens, &newer.prompt_tokens);
+        newest(&mut self.completion_tokens, &newer.completion_tokens);
+        newest(&mut self.total_tokens, &newer.total_tokens);
+        self.span_count = self.span_count.saturating_add(newer.span_count);
+        newest(&mut self.framework, &newer.framework);
+        newest(&mut self.run_id, &newer.run_id);
+        newest(&mut self.request_id, &newer.request_id);
+        newest(&mut self.session_id, &newer.session_id);
+        for tag in &newer.tags {
+            if !self.tags.contains(tag) {
+                self.tags.push(tag.clone());
+            }
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(NUMBERS + 64);
+        let mut flags = 0;
+        for (set, bit) in [
+            (self.errors_logged, HAS_ERRORS),
+            (self.latency_ms.is_some(), LATENCY),
+            (self.cost_usd.is_some(), COST),
+            (self.prompt_tokens.is_some(), PROMPT),
+            (self.completion_tokens.is_some(), COMPLETION),
+            (self.total_tokens.is_some(), TOTAL),
+        ] {
+            if set {
+                flags |= bit;
+            }
+        }
+        out.extend_from_slice(&[VERSION, flags, self.status.map_or(0, |s| s as u8), 0]);
+        out.extend_from_slice(&self.span_count.to_le_bytes());
+        out.extend_from_slice(&self.timestamp_us.to_le_bytes());
+        out.extend_from_slice(&self.latency_ms.unwrap_or(0.0).to_le_bytes());
+        out.extend_from_slice(&self.cost_usd.unwrap_or(0.0).to_le_bytes());
+        for tokens in [self.prompt_tokens, self.completion_tokens, self.total_tokens] {
+            out.extend_from_slice(&tokens.unwrap_or(0).to_le_bytes());
+        }
+        write_text(&mut out, Some(&self.agent_name));
+        for text in [&self.framework, &self.run_id, &self.request_id, &self.session_id] {
+            write_text(&mut out, text.as_deref());
+        }
+        let tags = self.tags.len().min(usize::from(ABSENT - 1));
+        out.extend_from_slice(&(tags as u16).to_le_bytes());
+        for tag in &self.tags[..tags] {
+            write_text(&mut out, Some(tag));
+        }
+        out
+    }
+
+    /// Inverse of [`Summary::encode`]; never panics on arbitrary bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Summary, String> {
+        let numbers = Numbers::read(bytes)?;
+        let mut rest = &bytes[NUMBERS..];
+        let agent_name = read_text(&mut rest)?.ok_or("the summary has no agent name")?;
+        let framework = read_text(&mut rest)?;
+        let run_id = read_text(&mut rest)?;
+        let request_id = read_text(&mut rest)?;
+        let session_id = read_text(&mut rest)?;
+        let count = read_u16(&mut rest)?;
+        let mut tags = Vec::with_capacity(usize::from(count).min(rest.len() / 2));
+        for _ in 0..count {
+            tags.push(read_text(&mut rest)?.ok_or("a tag is marked absent")?);
+        }
+        if !rest.is_empty() {
+            return Err(format!("{} unexpected bytes after the tags", rest.len()));
+        }
+        Ok(Summary {
+            timestamp_us: numbers.timestamp_us,
+            status: numbers.status,
+            errors_logged: numbers.errors_logged,
+            latency_ms: numbers.latency_ms,
+            cost_usd: numbers.cost_usd,
+            prompt_tokens: numbers.prompt_tokens,
+            completion_tokens: numbers.completion_tokens,
+            total_tokens: numbers.total_tokens,
+            span_count: numbers.span_count,
+            agent_name,
+            framework,
+            run_id,
+            request_id,
+            session_id,
+            tags,
+        })
+    }
+
+    /// Every `index` key this summary is listed under (see [`index_key`]).
+    pub fn index_keys(&self, trace_id: &TraceId) -> Vec<Vec<u8>> {
+        let mut keys = Vec::with_capacity(8 + self.tags.len());
+        let mut add = |field: Field, value: &[u8]| {
+            keys.push(index_key(field, value, self.timestamp_us, trace_id));
+        };
+        add(Field::AgentName, self.agent_name.as_bytes());
+        let optional = [
+            (Field::Framework, &self.framework),
+            (Field::RunId, &self.run_id),
+            (Field::RequestId, &self.request_id),
+            (Field::SessionId, &self.session_id),
+        ];
+        for (field, value) in optional {
+            if let Some(value) = value {
+                add(field, value.as_bytes());
+            }
+        }
+        if let Some(status) = self.status {
+            add(Field::Status, status.name().as_bytes());
+        }
+        add(Field::HasErrors, &[u8::from(self.has_errors())]);
+        for tag in &self.tags {
+            add(Field::Tag, tag.as_bytes());
+        }
+        keys
+    }
+}
+
+/// The fixed-offset part of a summary, read without touching its strings.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Numbers {
+    pub timestamp_us: i64,
+    pub status: Option<Status>,
+    pub errors_logged: bool,
+    pub latency_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    pub span_count: u32,
+}
+
+impl Numbers {
+    pub fn read(bytes: &[u8]) -> Result<Numbers, String> {
+        let head: &[u8; NUMBERS] =
+            bytes.get(..NUMBERS).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                format!("a summary of {} bytes is shorter than its header", bytes.len())
+            })?;
+        if head[0] != VERSION {
+            return Err(format!("unknown summary version {}", head[0]));
+        }
+        let flags = head[1];
+        let at = |offset: usize| -> [u8; 8] {
+            let mut word = [0; 8];
+            word.copy_from_slice(&head[offset..offset + 8]);
+            word
+        };
+        let float = |bit: u8, offset| (flags & bit != 0).then(|| f64::from_le_bytes(at(offset)));
+        let int = |bit: u8, offset| (flags & bit != 0).then(|| u64::from_le_bytes(at(offset)));
+        Ok(Numbers {
+            timestamp_us: i64::from_le_bytes(at(8)),
+            status: Status::from_byte(head[2]),
+            errors_logged: flags & HAS_ERRORS != 0,
+            latency_ms: float(LATENCY, 16),
+            cost_usd: float(COST, 24),
+            prompt_tokens: int(PROMPT, 32),
+            completion_tokens: int(COMPLETION, 40),
+            total_tokens: int(TOTAL, 48),
+            span_count: u32::from_le_bytes([head[4], head[5], head[6], head[7]]),
+        })
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors_logged || self.status == Some(Status::Failed)
+    }
+}
+
+fn write_text(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        // Schema limits keep indexed strings ≤ 256 characters, far below u16::MAX bytes.
+        Some(text) => {
+            let len = text.len().min(usize::from(ABSENT - 1));
+            out.extend_from_slice(&(len as u16).to_le_bytes());
+            out.extend_from_slice(&text.as_bytes()[..len]);
+        }
+        None => out.extend_from_slice(&ABSENT.to_le_bytes()),
+    }
+}
+
+fn read_u16(rest: &mut &[u8]) -> Result<u16, String> {
+    let (head, tail) = rest.split_first_chunk::<2>().ok_or("the summary is truncated")?;
+    *rest = tail;
+    Ok(u16::from_le_bytes(*head))
+}
+
+fn read_text(rest: &mut &[u8]) -> Result<Option<String>, String> {
+    let len = read_u16(rest)?;
+    if len == ABSENT {
+        return Ok(None);
+    }
+    let bytes = rest.get(..usize::from(len)).ok_or("the summary is truncated")?;
+    *rest = &rest[usize::from(len)..];
+    String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| "a summary string is not UTF-8".into())
+}
+
+/// The indexed fields, each a one-byte prefix of its keys in the `index` database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    AgentName = 1,
+    Framework = 2,
+    RunId = 3,
+    RequestId = 4,
+    SessionId = 5,
+    Status = 6,
+    Tag = 7,
+    HasErrors = 8,
+}
+
+/// Values longer than this are indexed by a hash (LMDB keys are at most 511 bytes).
+const MAX_INDEXED_VALUE: usize = 128;
+const HASHED: u8 = 0xff;
+
+/// `[field][value key][time key][trace id]`: all traces with one value of one field form a
+/// contiguous range, newest last, so a query walks it backwards and resumes from a cursor.
+pub fn index_key(field: Field, value: &[u8], timestamp_us: i64, trace_id: &TraceId) -> Vec<u8> {
+    let mut key = index_prefix(field, value);
+    key.extend_from_slice(&time_key(timestamp_us, trace_id));
+    key
+}
+
+/// The range prefix of one field value: the field byte, then the value's length (one byte)
+/// and bytes, or `0xff` and the first 16 bytes of its SHA-256 when longer than 128 bytes.
+pub fn index_prefix(field: Field, value: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + MAX_INDEXED_VALUE + 24);
+    key.push(field as u8);
+    if value.len() <= MAX_INDEXED_VALUE {
+        key.push(value.len() as u8);
+        key.extend_from_slice(value);
+    } else {
+        use sha2::{Digest, Sha256};
+        key.push(HASHED);
+        key.extend_from_slice(&Sha256::digest(value)[..16]);
+    }
+    key
+}
+
+/// Key of the `by_time` database, also the tail of every `index` key: the timestamp as a
+/// big-endian u64 with the sign bit flipped (so byte order is time order, before 1970 too),
+/// then the trace id.
+pub fn time_key(timestamp_us: i64, trace_id: &TraceId) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&((timestamp_us as u64) ^ (1 << 63)).to_be_bytes());
+    key[8..].copy_from_slice(trace_id);
+    key
+}
+
+/// Inverse of [`time_key`] on the last 24 bytes of any index or `by_time` key.
+pub fn parse_time_key(key: &[u8]) -> Option<(i64, TraceId)> {
+    let tail = key.len().checked_sub(24).map(|start| &key[start..])?;
+    let stamp = u64::from_be_bytes(tail[..8].try_into().ok()?) ^ (1 << 63);
+    Some((stamp as i64, tail[8..].try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> Summary {
+        Summary {
+            timestamp_us: 1_750_000_000_123_456,
+            status: Some(Status::Failed),
+            errors_logged: false,
+            latency_ms: Some(812.5),
+            cost_usd: Some(0.0031),
+            prompt_tokens: Some(1200),
+            completion_tokens: Some(0),
+            total_tokens: Some(1200),
+            span_count: 6,
+            agent_name: "support-bot".into(),
+            framework: Some("langgraph".into()),
+            run_id: Some("run-1".into()),
+            request_id: None,
+            session_id: Some("".into()),
+            tags: vec!["prod".into(), "eu".into()],
+        }
+    }
+
+    #[test]
+    fn summaries_round_trip_with_unset_distinct_from_zero() {
+        for summary in [full(), Summary { agent_name: "a".into(), ..Summary::default() }] {
+            let bytes = summary.encode();
+            assert_eq!(Summary::decode(&bytes).unwrap(), summary);
+            let numbers = Numbers::read(&bytes).unwrap();
+            assert_eq!(numbers.latency_ms, summary.latency_ms);
+            assert_eq!(numbers.completion_tokens, summary.completion_tokens);
+            assert_eq!(numbers.has_errors(), summary.has_errors());
+        }
+        assert!(full().has_errors(), "failed status counts as an error");
+    }
+
+    #[test]
+    fn merging_keeps_first_identity_and_takes_newest_values() {
+        let mut merged = Summary { status: Some(Status::Running), ..full() };
+        let newer = Summary {
+            timestamp_us: 9,
+            status: Some(Status::Succeeded),
+            errors_logged: true,
+            latency_ms: None,
+            cost_usd: Some(1.0),
+            span_count: 2,
+            agent_name: "other".into(),
+            request_id: Some("req".into()),
+            tags: vec!["eu".into(), "beta".into()],
+            ..Summary::default()
+        };
+        merged.merge(&newer);
+        assert_eq!(merged.timestamp_us, full().timestamp_us);
+        assert_eq!(merged.agent_name, "support-bot");
+        assert_eq!(merged.status, Some(Status::Succeeded));
+        assert!(merged.errors_logged);
+        assert_eq!((merged.latency_ms, merged.cost_usd), (Some(812.5), Some(1.0)));
+        assert_eq!(merged.span_count, 8);
+        assert_eq!(merged.request_id.as_deref(), Some("req"));
+        assert_eq!(merged.tags, ["prod", "eu", "beta"]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let good = full().encode();
+        for len in 0..good.len() {
+            assert!(Summary::decode(&good[..len]).is_err());
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bytes = good.clone();
+            let at = (state as usize) % bytes.len();
+            bytes[at] ^= (state >> 32) as u8 | 1;
+            let _ = Summary::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn index_keys_group_by_value_and_sort_by_time() {
+        let id = [7u8; 16];
+        let earlier = index_key(Field::AgentName, b"bot", -5, &id);
+        let later = index_key(Field::AgentName, b"bot", 5, &id);
+        let other = index_key(Field::AgentName, b"bot2", -10, &id);
+        assert!(earlier < later, "time order holds across the epoch");
+        assert!(earlier.starts_with(&index_prefix(Field::AgentName, b"bot")));
+        assert!(!other.starts_with(&index_prefix(Field::AgentName, b"bot")));
+        assert_eq!(parse_time_key(&later), Some((5, id)));
+        let long = vec![b'x'; 300];
+        let hashed = index_key(Field::RunId, &long, 0, &id);
+        assert!(hashed.len() <= 511 && hashed[1] == HASHED);
+        assert_eq!(full().index_keys(&id).len(), 1 + 3 + 1 + 1 + 2);
+    }
+}
