@@ -341,6 +341,11 @@ impl Store {
         &self.options
     }
 
+    /// The LMDB side: databases, read transactions, record decoding.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.env.core
+    }
+
     /// True in a forked child for a handle opened by the parent: reopen before use.
     pub fn is_stale(&self) -> bool {
         self.env.generation != fork::generation()
