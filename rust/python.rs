@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::ids;
 use crate::schema::Limits;
 use crate::store::{Durability, Options, Store, DEFAULT_MAP_SIZE};
+use crate::writer::Retention;
 
 pyo3::import_exception!(flightlog.errors, ValidationError);
 pyo3::import_exception!(flightlog.errors, TraceNotFound);
@@ -80,7 +81,7 @@ impl PyStore {
     #[new]
     #[pyo3(signature = (path, *, durability="group", readonly=false, map_size=DEFAULT_MAP_SIZE,
                         queue_bytes=64 << 20, max_trace_bytes=16 << 20, max_depth=64,
-                        max_spans=100_000))]
+                        max_spans=100_000, retention_s=None, max_bytes=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -92,13 +93,29 @@ impl PyStore {
         max_trace_bytes: usize,
         max_depth: usize,
         max_spans: usize,
+        retention_s: Option<f64>,
+        max_bytes: Option<u64>,
     ) -> PyResult<Self> {
+        let max_age = match retention_s {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(to_py_err(Error::validation(
+                    "retention",
+                    format!("must be a positive duration, got {s} seconds"),
+                )))
+            }
+        };
+        if max_bytes == Some(0) {
+            return Err(to_py_err(Error::validation("max_bytes", "must be a positive int")));
+        }
         let options = Options {
             durability: Durability::parse(durability).map_err(to_py_err)?,
             readonly,
             map_size,
             queue_bytes,
             limits: Limits { max_trace_bytes, max_depth, max_spans },
+            retention: Retention { max_age, max_bytes },
         };
         let store = py.detach(|| Store::open(&path, options)).map_err(to_py_err)?;
         Ok(PyStore { handle: Mutex::new(Some(store)) })
@@ -146,6 +163,19 @@ impl PyStore {
             return Err(to_py_err(Error::TraceNotFound(trace_id.to_owned())));
         }
         Ok(fragments.iter().map(|f| PyBytes::new(py, f)).collect())
+    }
+
+    /// Removes a trace and everything indexed about it; whether it existed.
+    fn delete(&self, py: Python<'_>, trace_id: &str) -> PyResult<bool> {
+        let id = parse_trace_id(trace_id)?;
+        let store = self.store()?;
+        Ok(py.detach(|| store.delete(vec![id])).map_err(to_py_err)? > 0)
+    }
+
+    /// Writes a compacted copy of the store into `dest` (a new or empty directory).
+    fn compact(&self, py: Python<'_>, dest: PathBuf) -> PyResult<()> {
+        let store = self.store()?;
+        py.detach(|| store.compact(&dest)).map_err(to_py_err)
     }
 
     /// Flushes what this handle logged, then releases it. Idempotent.

@@ -5,14 +5,17 @@
 use std::collections::HashMap;
 use std::fs::DirBuilder;
 use std::mem::ManuallyDrop;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
 
 use heed::types::Bytes;
-use heed::{Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use heed::{
+    CompactionOption, Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn,
+    WithoutTls,
+};
 
 use crate::codec::{self, Dictionary};
 use crate::error::{Error, Result};
@@ -21,7 +24,7 @@ use crate::ids::{to_hex, TraceId};
 use crate::schema::{self, Limits};
 use crate::summary::{time_key, Summary};
 use crate::time::Timestamp;
-use crate::writer::{Pending, Writer};
+use crate::writer::{Pending, Retention, Writer};
 
 /// Written under `meta["format"]`; bumped on any incompatible change of the layout.
 pub const FORMAT: &[u8] = b"flightlog/1";
@@ -62,6 +65,9 @@ pub struct Options {
     /// Bytes of records that may wait for the writer before `log()` blocks.
     pub queue_bytes: usize,
     pub limits: Limits,
+    /// What the writer removes by itself; applies to the environment's writer, so the
+    /// first writable handle of a path in a process sets it.
+    pub retention: Retention,
 }
 
 impl Default for Options {
@@ -72,6 +78,7 @@ impl Default for Options {
             map_size: DEFAULT_MAP_SIZE,
             queue_bytes: 64 << 20,
             limits: Limits::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -367,7 +374,7 @@ impl Store {
         let record = schema::canonicalize(payload, &self.options.limits, Timestamp::now())
             .map_err(Error::Validation)?;
         let id = record.trace_id;
-        self.append(writer, vec![Pending { trace_id: id, bytes: record.bytes, encoded: false }])?;
+        self.append(writer, vec![pending(record)?])?;
         Ok(id)
     }
 
@@ -377,10 +384,7 @@ impl Store {
         let records = schema::canonicalize_many(payload, &self.options.limits, Timestamp::now())
             .map_err(Error::Validation)?;
         let ids = records.iter().map(|r| r.trace_id).collect();
-        let pending = records
-            .into_iter()
-            .map(|r| Pending { trace_id: r.trace_id, bytes: r.bytes, encoded: false })
-            .collect();
+        let pending = records.into_iter().map(pending).collect::<Result<_>>()?;
         self.append(writer, pending)?;
         Ok(ids)
     }
@@ -407,6 +411,40 @@ impl Store {
             Some(writer) => writer.flush(timeout),
             None => Ok(()),
         }
+    }
+
+    /// Removes traces and everything indexed about them; returns how many existed.
+    pub fn delete(&self, ids: Vec<TraceId>) -> Result<u64> {
+        self.writer()?.delete(ids)
+    }
+
+    /// Writes a compacted copy of the store (free pages dropped) into `dest`, a new or empty
+    /// directory. The only way to shrink the file, and to purge deleted bytes for real.
+    pub fn compact(&self, dest: &Path) -> Result<()> {
+        let occupied = dest.read_dir().map(|mut entries| entries.next().is_some()).unwrap_or(false);
+        if occupied {
+            return Err(Error::Storage(format!(
+                "{} is not empty; compact into a new or empty directory",
+                dest.display()
+            )));
+        }
+        let fail = |e: std::io::Error| {
+            Error::Storage(format!("cannot write the compacted copy into {}: {e}", dest.display()))
+        };
+        DirBuilder::new().recursive(true).mode(0o700).create(dest).map_err(fail)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dest.join("data.mdb"))
+            .map_err(fail)?;
+        let _no_resize = self.env.core.resize_guard();
+        self.env
+            .core
+            .env()
+            .copy_to_file(&mut file, CompactionOption::Enabled)
+            .map_err(|e| Error::storage("writing the compacted copy", e))
     }
 
     /// The canonical msgpack of every fragment of a trace, oldest first.
@@ -442,6 +480,14 @@ impl Store {
             Ok(out)
         })
     }
+}
+
+/// A validated record with its summary, ready for the writer. The summary is read on the
+/// caller's thread: callers run in parallel, the writer does not.
+fn pending(record: schema::Canonical) -> Result<Pending> {
+    let summary = Summary::of_fragment(&record.bytes)
+        .map_err(|why| Error::Storage(format!("summarizing a validated trace failed: {why}")))?;
+    Ok(Pending { trace_id: record.trace_id, bytes: record.bytes, encoded: false, summary })
 }
 
 /// Creates the store directory owner-only (0700) and returns its canonical path.
@@ -496,7 +542,7 @@ fn open_environment(path: &Path, options: &Options, generation: u64) -> Result<E
     let writer = if options.readonly {
         None
     } else {
-        Some(Writer::spawn(Arc::clone(&core), options.queue_bytes)?)
+        Some(Writer::spawn(Arc::clone(&core), options.queue_bytes, options.retention)?)
     };
     Ok(Environment { core, writer, generation })
 }
@@ -604,6 +650,7 @@ pub fn parse_seq_key(key: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::summary;
     use std::os::unix::fs::PermissionsExt;
 
     /// A minimal msgpack trace: a map of string keys to string values.
@@ -826,6 +873,94 @@ mod tests {
             assert_eq!(reopened.fragments(id).unwrap().len(), 1);
         }
         assert!(contains(&reopened.fragments(&later).unwrap()[0], "offered a refund"));
+    }
+
+    fn summary_of(store: &Store, id: &TraceId) -> Option<Summary> {
+        let core = store.core();
+        core.read(|txn| {
+            let bytes = core.dbs.summaries.get(txn, id).map_err(|e| Error::storage("get", e))?;
+            Ok(bytes.map(|b| Summary::decode(b).unwrap()))
+        })
+        .unwrap()
+    }
+
+    fn index_len(store: &Store) -> u64 {
+        let core = store.core();
+        core.read(|txn| core.dbs.index.len(txn).map_err(|e| Error::storage("len", e))).unwrap()
+    }
+
+    #[test]
+    fn summaries_follow_the_merged_view_and_reindex() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |_| {});
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let tid = crate::ids::parse_trace_id(id).unwrap();
+        store
+            .log(&trace(&[("agent_name", "bot"), ("trace_id", id), ("status", "running")]))
+            .unwrap();
+        store.flush(None).unwrap();
+        assert_eq!(summary_of(&store, &tid).unwrap().status, Some(crate::summary::Status::Running));
+        let running = index_len(&store);
+        store
+            .log(&trace(&[
+                ("agent_name", "bot"),
+                ("trace_id", id),
+                ("status", "failed"),
+                ("run_id", "r1"),
+            ]))
+            .unwrap();
+        store.flush(None).unwrap();
+        let merged = summary_of(&store, &tid).unwrap();
+        assert_eq!(merged.status, Some(crate::summary::Status::Failed));
+        assert!(merged.has_errors());
+        assert_eq!(merged.run_id.as_deref(), Some("r1"));
+        // status and has_errors entries were replaced, one run_id entry added.
+        assert_eq!(index_len(&store), running + 1);
+        let core = store.core();
+        let stale =
+            summary::index_key(summary::Field::Status, b"running", merged.timestamp_us, &tid);
+        let found = core.read(|txn| Ok(core.dbs.index.get(txn, &stale).unwrap().is_some()));
+        assert!(!found.unwrap(), "the old status entry is gone");
+    }
+
+    #[test]
+    fn delete_removes_records_fragments_summary_and_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |_| {});
+        let keep = store.log(&trace(&[("agent_name", "keep")])).unwrap();
+        let gone = store.log(&trace(&[("agent_name", "gone"), ("run_id", "r")])).unwrap();
+        store.flush(None).unwrap();
+        let before = index_len(&store);
+        assert_eq!(store.delete(vec![gone, crate::ids::new_trace_id()]).unwrap(), 1);
+        assert_eq!(store.delete(vec![gone]).unwrap(), 0);
+        assert!(store.fragments(&gone).unwrap().is_empty());
+        assert!(summary_of(&store, &gone).is_none());
+        assert_eq!(index_len(&store), before - 3, "agent, run_id and has_errors entries");
+        assert_eq!(store.fragments(&keep).unwrap().len(), 1);
+        let core = store.core();
+        let records =
+            core.read(|txn| core.dbs.records.len(txn).map_err(|e| Error::storage("len", e)));
+        assert_eq!(records.unwrap(), 1);
+    }
+
+    #[test]
+    fn retention_removes_traces_older_than_the_cutoff_while_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), |o| {
+            o.retention = Retention { max_age: Some(Duration::from_secs(3600)), max_bytes: None }
+        });
+        let old = store
+            .log(&trace(&[("agent_name", "a"), ("timestamp", "2001-01-01T00:00:00Z")]))
+            .unwrap();
+        let new = store.log(&trace(&[("agent_name", "a")])).unwrap();
+        store.flush(None).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !store.fragments(&old).unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "retention never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(store.fragments(&new).unwrap().len(), 1);
+        assert!(summary_of(&store, &old).is_none());
     }
 
     #[test]

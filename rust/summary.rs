@@ -6,6 +6,8 @@
 //! million traces reads them without parsing strings.
 
 use crate::ids::TraceId;
+use crate::msgpack::{DecodeError, Reader, Token, TIMESTAMP_EXT};
+use crate::time::Timestamp;
 
 const VERSION: u8 = 1;
 const NUMBERS: usize = 56;
@@ -208,6 +210,235 @@ impl Summary {
             add(Field::Tag, tag.as_bytes());
         }
         keys
+    }
+}
+
+impl Summary {
+    /// The summary of one fragment, read from its canonical msgpack (already validated, so
+    /// anything unexpected is an error, not a panic). Spans count; an ERROR span or a tool
+    /// call with an error marks errors; when the fragment reports no token usage or cost,
+    /// the `gen_ai.usage.*` attributes of its LLM spans are summed instead (SPEC §3).
+    pub fn of_fragment(canonical: &[u8]) -> Result<Summary, String> {
+        let mut walk = FragmentWalk {
+            reader: Reader::new(canonical),
+            summary: Summary::default(),
+            spans_usage: SpansUsage::default(),
+        };
+        walk.trace().map_err(|e| e.to_string())?;
+        let mut summary = walk.summary;
+        if summary.prompt_tokens.is_none()
+            && summary.completion_tokens.is_none()
+            && summary.total_tokens.is_none()
+            && walk.spans_usage.reported
+        {
+            let usage = walk.spans_usage;
+            summary.prompt_tokens = Some(usage.prompt);
+            summary.completion_tokens = Some(usage.completion);
+            summary.total_tokens = Some(usage.total.unwrap_or(usage.prompt + usage.completion));
+        }
+        if summary.cost_usd.is_none() && walk.spans_usage.cost.is_some() {
+            summary.cost_usd = walk.spans_usage.cost;
+        }
+        Ok(summary)
+    }
+}
+
+/// Token usage and cost found on LLM spans.
+#[derive(Default, Clone, Copy)]
+struct SpansUsage {
+    reported: bool,
+    prompt: u64,
+    completion: u64,
+    total: Option<u64>,
+    cost: Option<f64>,
+}
+
+struct FragmentWalk<'a> {
+    reader: Reader<'a>,
+    summary: Summary,
+    spans_usage: SpansUsage,
+}
+
+impl<'a> FragmentWalk<'a> {
+    fn next(&mut self) -> Result<Token<'a>, DecodeError> {
+        self.reader.read_token()
+    }
+
+    fn text(&mut self) -> Result<String, DecodeError> {
+        match self.next()? {
+            Token::Str(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+            other => self.reader.skip_contents(&other).map(|()| String::new()),
+        }
+    }
+
+    fn number(&mut self) -> Result<Option<f64>, DecodeError> {
+        Ok(match self.next()? {
+            Token::Float(f) => Some(f),
+            Token::UInt(u) => Some(u as f64),
+            Token::NegInt(i) => Some(i as f64),
+            other => {
+                self.reader.skip_contents(&other)?;
+                None
+            }
+        })
+    }
+
+    fn count(&mut self) -> Result<Option<u64>, DecodeError> {
+        Ok(match self.next()? {
+            Token::UInt(u) => Some(u),
+            Token::Float(f) if f >= 0.0 => Some(f as u64),
+            other => {
+                self.reader.skip_contents(&other)?;
+                None
+            }
+        })
+    }
+
+    fn map_len(&mut self) -> Result<Option<u32>, DecodeError> {
+        match self.next()? {
+            Token::Map(n) => Ok(Some(n)),
+            other => self.reader.skip_contents(&other).map(|()| None),
+        }
+    }
+
+    fn array_len(&mut self) -> Result<Option<u32>, DecodeError> {
+        match self.next()? {
+            Token::Array(n) => Ok(Some(n)),
+            other => self.reader.skip_contents(&other).map(|()| None),
+        }
+    }
+
+    fn key(&mut self) -> Result<&'a [u8], DecodeError> {
+        match self.next()? {
+            Token::Str(bytes) => Ok(bytes),
+            other => self.reader.skip_contents(&other).map(|()| &[][..]),
+        }
+    }
+
+    fn trace(&mut self) -> Result<(), DecodeError> {
+        let entries = self.map_len()?.unwrap_or(0);
+        for _ in 0..entries {
+            match self.key()? {
+                b"agent_name" => self.summary.agent_name = self.text()?,
+                b"framework" => self.summary.framework = Some(self.text()?),
+                b"run_id" => self.summary.run_id = Some(self.text()?),
+                b"request_id" => self.summary.request_id = Some(self.text()?),
+                b"session_id" => self.summary.session_id = Some(self.text()?),
+                b"status" => self.summary.status = Status::parse(&self.text()?),
+                b"latency_ms" => self.summary.latency_ms = self.number()?,
+                b"cost_usd" => self.summary.cost_usd = self.number()?,
+                b"timestamp" => self.timestamp()?,
+                b"token_usage" => self.token_usage()?,
+                b"tags" => self.tags()?,
+                b"spans" => self.spans()?,
+                b"tool_calls" => self.tool_calls()?,
+                _ => self.reader.skip_value()?,
+            }
+        }
+        Ok(())
+    }
+
+    fn timestamp(&mut self) -> Result<(), DecodeError> {
+        if let Token::Ext(TIMESTAMP_EXT, payload) = self.next()? {
+            if let Some(at) = Timestamp::decode_ext(payload) {
+                self.summary.timestamp_us = at.as_micros();
+            }
+        }
+        Ok(())
+    }
+
+    fn token_usage(&mut self) -> Result<(), DecodeError> {
+        for _ in 0..self.map_len()?.unwrap_or(0) {
+            match self.key()? {
+                b"prompt_tokens" => self.summary.prompt_tokens = self.count()?,
+                b"completion_tokens" => self.summary.completion_tokens = self.count()?,
+                b"total_tokens" => self.summary.total_tokens = self.count()?,
+                _ => self.reader.skip_value()?,
+            }
+        }
+        Ok(())
+    }
+
+    fn tags(&mut self) -> Result<(), DecodeError> {
+        for _ in 0..self.array_len()?.unwrap_or(0) {
+            let tag = self.text()?;
+            if !self.summary.tags.contains(&tag) {
+                self.summary.tags.push(tag);
+            }
+        }
+        Ok(())
+    }
+
+    fn tool_calls(&mut self) -> Result<(), DecodeError> {
+        for _ in 0..self.array_len()?.unwrap_or(0) {
+            for _ in 0..self.map_len()?.unwrap_or(0) {
+                if self.key()? == b"error" {
+                    self.summary.errors_logged = true;
+                }
+                self.reader.skip_value()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spans(&mut self) -> Result<(), DecodeError> {
+        for _ in 0..self.array_len()?.unwrap_or(0) {
+            self.summary.span_count = self.summary.span_count.saturating_add(1);
+            let mut llm = false;
+            let mut usage = SpansUsage::default();
+            for _ in 0..self.map_len()?.unwrap_or(0) {
+                match self.key()? {
+                    b"kind" => llm = self.text()? == "LLM",
+                    b"status_code" => {
+                        if self.text()? == "ERROR" {
+                            self.summary.errors_logged = true;
+                        }
+                    }
+                    b"attributes" => usage = self.usage_attributes()?,
+                    _ => self.reader.skip_value()?,
+                }
+            }
+            if llm && (usage.reported || usage.cost.is_some()) {
+                let sum = &mut self.spans_usage;
+                sum.reported |= usage.reported;
+                sum.prompt += usage.prompt;
+                sum.completion += usage.completion;
+                if let Some(total) = usage.total {
+                    sum.total = Some(sum.total.unwrap_or(0) + total);
+                }
+                if let Some(cost) = usage.cost {
+                    sum.cost = Some(sum.cost.unwrap_or(0.0) + cost);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// OpenTelemetry GenAI names (`input_tokens`/`output_tokens`) and the older
+    /// `prompt_tokens`/`completion_tokens`; cost as `gen_ai.usage.cost` or `..._usd`.
+    fn usage_attributes(&mut self) -> Result<SpansUsage, DecodeError> {
+        let mut usage = SpansUsage::default();
+        for _ in 0..self.map_len()?.unwrap_or(0) {
+            match self.key()? {
+                b"gen_ai.usage.input_tokens" | b"gen_ai.usage.prompt_tokens" => {
+                    usage.prompt += self.count()?.unwrap_or(0);
+                    usage.reported = true;
+                }
+                b"gen_ai.usage.output_tokens" | b"gen_ai.usage.completion_tokens" => {
+                    usage.completion += self.count()?.unwrap_or(0);
+                    usage.reported = true;
+                }
+                b"gen_ai.usage.total_tokens" => {
+                    usage.total = self.count()?;
+                    usage.reported = true;
+                }
+                b"gen_ai.usage.cost" | b"gen_ai.usage.cost_usd" => {
+                    usage.cost = self.number()?.filter(|c| c.is_finite() && *c >= 0.0);
+                }
+                _ => self.reader.skip_value()?,
+            }
+        }
+        Ok(usage)
     }
 }
 
@@ -425,6 +656,70 @@ mod tests {
             bytes[at] ^= (state >> 32) as u8 | 1;
             let _ = Summary::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn a_fragment_summary_reads_the_canonical_record() {
+        let input = crate::schema::canonicalize(
+            &sample_fragment(),
+            &crate::schema::Limits::default(),
+            Timestamp { secs: 1_750_000_000, nanos: 0 },
+        )
+        .unwrap();
+        let summary = Summary::of_fragment(&input.bytes).unwrap();
+        assert_eq!(summary.agent_name, "bot");
+        assert_eq!(summary.timestamp_us, 1_750_000_000_000_000);
+        assert_eq!(summary.status, Some(Status::Succeeded));
+        assert_eq!(summary.span_count, 2);
+        assert!(summary.errors_logged, "the tool call has an error");
+        assert_eq!(summary.tags, ["a", "b"]);
+        // No trace-level usage: summed from the LLM span only.
+        assert_eq!(
+            (summary.prompt_tokens, summary.completion_tokens, summary.total_tokens),
+            (Some(10), Some(5), Some(15))
+        );
+        assert_eq!(summary.cost_usd, Some(0.25));
+    }
+
+    /// {agent_name, status, tags, tool_calls:[{tool_name, error}], spans:[LLM with usage, TOOL
+    /// with usage that must not count]} as msgpack.
+    fn sample_fragment() -> Vec<u8> {
+        let mut out = Vec::new();
+        let s = |out: &mut Vec<u8>, t: &str| crate::msgpack::write_str(out, t);
+        out.push(0x85);
+        s(&mut out, "agent_name");
+        s(&mut out, "bot");
+        s(&mut out, "status");
+        s(&mut out, "succeeded");
+        s(&mut out, "tags");
+        out.push(0x93);
+        for tag in ["a", "b", "a"] {
+            s(&mut out, tag);
+        }
+        s(&mut out, "tool_calls");
+        out.extend_from_slice(&[0x91, 0x82]);
+        s(&mut out, "tool_name");
+        s(&mut out, "search");
+        s(&mut out, "error");
+        s(&mut out, "timeout");
+        s(&mut out, "spans");
+        out.push(0x92);
+        for (kind, tokens) in [("LLM", 10u8), ("TOOL", 99u8)] {
+            out.push(0x83);
+            s(&mut out, "name");
+            s(&mut out, "step");
+            s(&mut out, "kind");
+            s(&mut out, kind);
+            s(&mut out, "attributes");
+            out.push(0x83);
+            s(&mut out, "gen_ai.usage.input_tokens");
+            out.push(tokens);
+            s(&mut out, "gen_ai.usage.output_tokens");
+            out.push(tokens / 2);
+            s(&mut out, "gen_ai.usage.cost");
+            crate::msgpack::write_f64(&mut out, 0.25);
+        }
+        out
     }
 
     #[test]

@@ -18,7 +18,9 @@ use crate::codec::{self, Dictionary, Encoder};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::TraceId;
-use crate::store::{parse_seq_key, seq_key, Core};
+use crate::store::{parse_seq_key, seq_key, Core, Databases};
+use crate::summary::Summary;
+use crate::time::Timestamp;
 
 /// A validated record waiting to be written.
 pub struct Pending {
@@ -27,11 +29,13 @@ pub struct Pending {
     pub bytes: Vec<u8>,
     /// Whether a caller already compressed it (see [`Writer::backlogged`]).
     pub encoded: bool,
+    /// What this fragment adds to the trace's summary.
+    pub summary: Summary,
 }
 
 /// Where a caller waits for the outcome of its job.
 struct Completion {
-    outcome: Mutex<Option<Result<()>>>,
+    outcome: Mutex<Option<Result<u64>>>,
     ready: Condvar,
 }
 
@@ -40,12 +44,12 @@ impl Completion {
         Arc::new(Completion { outcome: Mutex::new(None), ready: Condvar::new() })
     }
 
-    fn complete(&self, outcome: Result<()>) {
+    fn complete(&self, outcome: Result<u64>) {
         *lock(&self.outcome) = Some(outcome);
         self.ready.notify_all();
     }
 
-    fn wait(&self, timeout: Option<Duration>) -> Result<()> {
+    fn wait(&self, timeout: Option<Duration>) -> Result<u64> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut outcome = lock(&self.outcome);
         loop {
@@ -71,15 +75,21 @@ impl Completion {
 }
 
 enum Job {
-    Append { records: Vec<Pending>, fsync: bool, done: Option<Arc<Completion>> },
+    Append {
+        records: Vec<Pending>,
+        fsync: bool,
+        done: Option<Arc<Completion>>,
+    },
     Flush(Arc<Completion>),
+    /// Remove these traces; completes with how many existed.
+    Delete(Vec<TraceId>, Arc<Completion>),
 }
 
 impl Job {
     fn bytes(&self) -> usize {
         match self {
             Job::Append { records, .. } => records.iter().map(|r| r.bytes.len()).sum(),
-            Job::Flush(_) => 0,
+            Job::Flush(_) | Job::Delete(..) => 0,
         }
     }
 }
@@ -133,15 +143,31 @@ impl Queue {
         Ok(())
     }
 
-    /// Everything queued, waiting for work; empty only once shut down and drained.
-    fn take_all(&self) -> Vec<Job> {
+    /// Everything queued, waiting for work at most `timeout`; `None` once shut down and
+    /// drained, an empty batch when the timeout passed first.
+    fn take_all(&self, timeout: Option<Duration>) -> Option<Vec<Job>> {
         let mut state = lock(&self.state);
         while state.jobs.is_empty() && !state.shutdown {
             state.writer_waiting = true;
-            state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = match timeout {
+                None => self.work.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(timeout) => {
+                    let (state, waited) =
+                        self.work.wait_timeout(state, timeout).unwrap_or_else(|e| e.into_inner());
+                    if waited.timed_out() {
+                        let mut state = state;
+                        state.writer_waiting = false;
+                        return Some(Vec::new());
+                    }
+                    state
+                }
+            };
             state.writer_waiting = false;
         }
-        state.jobs.drain(..).collect()
+        if state.jobs.is_empty() {
+            return None;
+        }
+        Some(state.jobs.drain(..).collect())
     }
 
     fn release(&self, bytes: usize) {
@@ -173,7 +199,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(core: Arc<Core>, capacity: usize) -> Result<Writer> {
+    pub fn spawn(core: Arc<Core>, capacity: usize, retention: Retention) -> Result<Writer> {
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -186,7 +212,7 @@ impl Writer {
             capacity: capacity.max(1),
             queued: AtomicUsize::new(0),
         });
-        let writer_loop = WriterLoop::new(core, Arc::clone(&queue));
+        let writer_loop = WriterLoop::new(core, Arc::clone(&queue), retention);
         let thread = std::thread::Builder::new()
             .name("flightlog-writer".into())
             .spawn(move || writer_loop.run())
@@ -200,9 +226,17 @@ impl Writer {
         let done = wait.then(Completion::new);
         self.queue.push(Job::Append { records, fsync, done: done.clone() })?;
         match done {
-            Some(done) => done.wait(None),
+            Some(done) => done.wait(None).map(|_| ()),
             None => Ok(()),
         }
+    }
+
+    /// Removes traces (records, fragments, summary, index entries) in one transaction after
+    /// everything queued before; returns how many of them existed.
+    pub fn delete(&self, ids: Vec<TraceId>) -> Result<u64> {
+        let done = Completion::new();
+        self.queue.push(Job::Delete(ids, Arc::clone(&done)))?;
+        done.wait(None)
     }
 
     /// Whether the writer thread is falling behind: callers should then compress their own
@@ -216,7 +250,7 @@ impl Writer {
     pub fn flush(&self, timeout: Option<Duration>) -> Result<()> {
         let done = Completion::new();
         self.queue.push(Job::Flush(Arc::clone(&done)))?;
-        done.wait(timeout)
+        done.wait(timeout).map(|_| ())
     }
 }
 
@@ -245,7 +279,29 @@ struct WriterLoop {
     unreported: Option<Error>,
     encoder: Encoder,
     training: Training,
+    retention: Retention,
+    last_sweep: Instant,
 }
+
+/// What the writer removes by itself, oldest traces first.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Retention {
+    /// Traces whose timestamp is older than this.
+    pub max_age: Option<Duration>,
+    /// Oldest traces until the data (pages in use) fits in this many bytes.
+    pub max_bytes: Option<u64>,
+}
+
+impl Retention {
+    fn is_set(&self) -> bool {
+        self.max_age.is_some() || self.max_bytes.is_some()
+    }
+}
+
+/// How often retention runs while the store is open.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Traces removed per retention transaction, so a sweep never holds the writer for long.
+const SWEEP_BATCH: usize = 10_000;
 
 /// Getting a compression dictionary for a store that has none: collect the first records,
 /// train on a helper thread (a few hundred ms), then store and use the result.
@@ -256,7 +312,7 @@ enum Training {
 }
 
 impl WriterLoop {
-    fn new(core: Arc<Core>, queue: Arc<Queue>) -> Self {
+    fn new(core: Arc<Core>, queue: Arc<Queue>, retention: Retention) -> Self {
         let training = if core.active_dictionary().is_some() {
             Training::Done
         } else {
@@ -269,32 +325,125 @@ impl WriterLoop {
             unreported: None,
             encoder: Encoder::default(),
             training,
+            retention,
+            last_sweep: Instant::now(),
         }
     }
 
     fn run(mut self) {
-        loop {
-            let mut jobs = self.queue.take_all();
-            if jobs.is_empty() {
-                return;
-            }
+        let timeout = self.retention.is_set().then_some(SWEEP_EVERY);
+        while let Some(mut jobs) = self.queue.take_all(timeout) {
             let bytes = jobs.iter().map(Job::bytes).sum();
-            let outcome = self.commit(&mut jobs);
-            if let Err(err) = &outcome {
-                self.unreported.get_or_insert_with(|| err.clone());
-            }
-            for job in jobs {
-                match job {
-                    Job::Append { done: Some(done), .. } => done.complete(outcome.clone()),
-                    Job::Append { done: None, .. } => {}
-                    Job::Flush(done) => done.complete(match self.unreported.take() {
-                        Some(err) => Err(err),
-                        None => Ok(()),
-                    }),
+            // Deletes split the batch so that every job sees exactly the jobs before it.
+            let mut start = 0;
+            for end in 0..=jobs.len() {
+                if end < jobs.len() && !matches!(jobs[end], Job::Delete(..)) {
+                    continue;
                 }
+                let outcome = self.commit(&mut jobs[start..end]);
+                self.complete(&jobs[start..end], outcome);
+                if let Some(Job::Delete(ids, done)) = jobs.get(end) {
+                    done.complete(self.delete(ids));
+                }
+                start = end + 1;
             }
             self.queue.release(bytes);
+            if self.retention.is_set() && self.last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep();
+            }
         }
+    }
+
+    fn complete(&mut self, jobs: &[Job], outcome: Result<()>) {
+        if let Err(err) = &outcome {
+            self.unreported.get_or_insert_with(|| err.clone());
+        }
+        for job in jobs {
+            match job {
+                Job::Append { done: Some(done), .. } => done.complete(outcome.clone().map(|()| 0)),
+                Job::Flush(done) => done.complete(match self.unreported.take() {
+                    Some(err) => Err(err),
+                    None => Ok(0),
+                }),
+                Job::Append { done: None, .. } | Job::Delete(..) => {}
+            }
+        }
+    }
+
+    /// Removes traces, counting those that existed.
+    fn delete(&self, ids: &[TraceId]) -> Result<u64> {
+        let mut removed = 0;
+        self.write("deleting traces", |dbs, txn| {
+            removed = 0;
+            for id in ids {
+                removed += u64::from(remove_trace(dbs, txn, id)?);
+            }
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// Enforces retention: traces older than `max_age`, then the oldest until the data fits
+    /// in `max_bytes`. Failures are reported to the next flush like write failures.
+    fn sweep(&mut self) {
+        self.last_sweep = Instant::now();
+        if let Err(err) = self.sweep_age().and_then(|()| self.sweep_size()) {
+            self.unreported.get_or_insert(err);
+        }
+    }
+
+    fn sweep_age(&self) -> Result<()> {
+        let Some(max_age) = self.retention.max_age else {
+            return Ok(());
+        };
+        let cutoff = Timestamp::now().as_micros().saturating_sub(max_age.as_micros() as i64);
+        loop {
+            let expired = self.oldest(SWEEP_BATCH, Some(cutoff))?;
+            if expired.is_empty() {
+                return Ok(());
+            }
+            self.delete(&expired)?;
+        }
+    }
+
+    fn sweep_size(&self) -> Result<()> {
+        let Some(max_bytes) = self.retention.max_bytes else {
+            return Ok(());
+        };
+        let used = self
+            .core
+            .env()
+            .non_free_pages_size()
+            .map_err(|e| Error::storage("measuring the store", e))?;
+        if used <= max_bytes {
+            return Ok(());
+        }
+        let traces = self.core.read(|txn| {
+            self.core.dbs.summaries.len(txn).map_err(|e| Error::storage("counting traces", e))
+        })?;
+        // Remove about the excess at the average trace size (at least one); the next sweep,
+        // a second later, removes more if freed pages were not enough.
+        let per_trace = (used / traces.max(1)).max(1);
+        let excess = ((used - max_bytes) / per_trace + 1).min(SWEEP_BATCH as u64) as usize;
+        let oldest = self.oldest(excess, None)?;
+        self.delete(&oldest).map(|_| ())
+    }
+
+    /// Up to `limit` trace ids in timestamp order, older than `before` (Unix µs) if given.
+    fn oldest(&self, limit: usize, before: Option<i64>) -> Result<Vec<TraceId>> {
+        self.core.read(|txn| {
+            let fail = |e| Error::storage("scanning traces by time", e);
+            let mut ids = Vec::new();
+            for entry in self.core.dbs.by_time.iter(txn).map_err(fail)? {
+                let (key, _) = entry.map_err(fail)?;
+                let Some((stamp, id)) = crate::summary::parse_time_key(key) else { continue };
+                if ids.len() >= limit || before.is_some_and(|cutoff| stamp >= cutoff) {
+                    break;
+                }
+                ids.push(id);
+            }
+            Ok(ids)
+        })
     }
 
     fn commit(&mut self, jobs: &mut [Job]) -> Result<()> {
@@ -306,7 +455,8 @@ impl WriterLoop {
             if let Job::Append { records, fsync: wants, .. } = job {
                 fsync |= *wants;
                 for record in records.iter_mut() {
-                    values.push((record.trace_id, self.encode(record, dictionary.as_deref())));
+                    let value = self.encode(record, dictionary.as_deref());
+                    values.push((record.trace_id, value, std::mem::take(&mut record.summary)));
                 }
             }
         }
@@ -320,11 +470,12 @@ impl WriterLoop {
                 Some((key, _)) => parse_seq_key(key).unwrap_or(0),
                 None => 0,
             };
-            for (trace_id, value) in &values {
+            for (trace_id, value, summary) in &values {
                 seq += 1;
                 let key = seq_key(seq);
                 dbs.records.put_with_flags(txn, PutFlags::APPEND, &key, value)?;
                 dbs.fragments.put(txn, trace_id, &key)?;
+                update_summary(dbs, txn, trace_id, summary)?;
             }
             Ok(())
         })
@@ -416,4 +567,51 @@ impl WriterLoop {
         self.no_sync = no_sync;
         Ok(())
     }
+}
+
+/// Folds a fragment's summary into its trace's (reading what this transaction already wrote,
+/// so several fragments of one trace in a batch merge in order) and re-indexes the trace.
+fn update_summary(
+    dbs: &Databases,
+    txn: &mut RwTxn,
+    trace_id: &TraceId,
+    fragment: &Summary,
+) -> heed::Result<()> {
+    // An undecodable stored summary is replaced rather than blocking every later write;
+    // `check` reports the index entries it may leave behind.
+    let old = dbs.summaries.get(txn, trace_id)?.and_then(|bytes| Summary::decode(bytes).ok());
+    let merged = match &old {
+        Some(old) => {
+            let mut merged = old.clone();
+            merged.merge(fragment);
+            merged
+        }
+        None => fragment.clone(),
+    };
+    dbs.put_summary(txn, trace_id, old.as_ref(), &merged)
+}
+
+/// Removes one trace's records, fragment index, summary and index entries; false if it had
+/// none of them.
+fn remove_trace(dbs: &Databases, txn: &mut RwTxn, trace_id: &TraceId) -> heed::Result<bool> {
+    let mut keys = Vec::new();
+    if let Some(dups) = dbs.fragments.get_duplicates(txn, trace_id)? {
+        for entry in dups {
+            keys.push(entry?.1.to_vec());
+        }
+    }
+    for key in &keys {
+        dbs.records.delete(txn, key)?;
+    }
+    let had_fragments = dbs.fragments.delete(txn, trace_id)?;
+    let summary = dbs.summaries.get(txn, trace_id)?.map(Summary::decode);
+    let had_summary = summary.is_some();
+    match summary {
+        Some(Ok(summary)) => dbs.remove_summary(txn, trace_id, &summary)?,
+        Some(Err(_)) => {
+            dbs.summaries.delete(txn, trace_id)?;
+        }
+        None => {}
+    }
+    Ok(had_fragments || had_summary)
 }
