@@ -76,8 +76,8 @@ impl fmt::Display for Error {
             Error::Validation(errors) => {
                 let first = errors.first().map(ToString::to_string).unwrap_or_default();
                 match errors.len() {
-                    0 | 1 => write!(f, "invalid trace: {first}"),
-                    n => write!(f, "invalid trace: {first} (and {} more)", n - 1),
+                    0 | 1 => write!(f, "{first}"),
+                    n => write!(f, "{first} (and {} more problems)", n - 1),
                 }
             }
             Error::TraceNotFound(id) => write!(f, "no trace with id {id} in this store"),

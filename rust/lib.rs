@@ -1,11 +1,13 @@
 //! flightlog's core: validation, ids, redaction and LMDB storage behind a thin PyO3 binding.
 //! Module wiring only; `python.rs` is the only file that speaks pyo3.
 
+pub mod check;
 pub mod codec;
 pub mod error;
 pub mod fork;
 pub mod ids;
 pub mod msgpack;
+pub mod query;
 pub mod schema;
 pub mod store;
 pub mod summary;

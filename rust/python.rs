@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::error::Error;
 use crate::ids;
+use crate::query::PageRequest;
 use crate::schema::Limits;
 use crate::store::{Durability, Options, Store, DEFAULT_MAP_SIZE};
 use crate::writer::Retention;
@@ -163,6 +164,53 @@ impl PyStore {
             return Err(to_py_err(Error::TraceNotFound(trace_id.to_owned())));
         }
         Ok(fragments.iter().map(|f| PyBytes::new(py, f)).collect())
+    }
+
+    /// One page of summaries (msgpack Page) matching msgpack-encoded filters.
+    #[pyo3(signature = (filters, order_by, descending, limit, cursor))]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        filters: &[u8],
+        order_by: &str,
+        descending: bool,
+        limit: i64,
+        cursor: Option<String>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let page = PageRequest::new(order_by, descending, limit, cursor)
+            .map_err(|errors| to_py_err(Error::Validation(errors)))?;
+        let store = self.store()?;
+        let bytes = py.detach(|| store.query(filters, &page)).map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    fn count(&self, py: Python<'_>, filters: &[u8]) -> PyResult<u64> {
+        let store = self.store()?;
+        py.detach(|| store.count(filters)).map_err(to_py_err)
+    }
+
+    #[pyo3(signature = (filters, group_by=None))]
+    fn stats<'py>(
+        &self,
+        py: Python<'py>,
+        filters: &[u8],
+        group_by: Option<String>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let store = self.store()?;
+        let bytes = py.detach(|| store.stats(filters, group_by.as_deref())).map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    fn delete_where(&self, py: Python<'_>, filters: &[u8]) -> PyResult<u64> {
+        let store = self.store()?;
+        py.detach(|| store.delete_where(filters)).map_err(to_py_err)
+    }
+
+    /// The check report as msgpack.
+    fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let store = self.store()?;
+        let report = py.detach(|| store.check()).map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &report.to_msgpack()))
     }
 
     /// Removes a trace and everything indexed about it; whether it existed.

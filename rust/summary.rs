@@ -98,9 +98,15 @@ impl Summary {
         self.errors_logged |= newer.errors_logged;
         newest(&mut self.latency_ms, &newer.latency_ms);
         newest(&mut self.cost_usd, &newer.cost_usd);
-        newest(&mut self.prompt_tokens, &newer.prompt_tokens);
-        newest(&mut self.completion_tokens, &newer.completion_tokens);
-        newest(&mut self.total_tokens, &newer.total_tokens);
+        // token_usage is one value in the merged view: a newer one replaces all three counts.
+        if newer.prompt_tokens.is_some()
+            || newer.completion_tokens.is_some()
+            || newer.total_tokens.is_some()
+        {
+            self.prompt_tokens = newer.prompt_tokens;
+            self.completion_tokens = newer.completion_tokens;
+            self.total_tokens = newer.total_tokens;
+        }
         self.span_count = self.span_count.saturating_add(newer.span_count);
         newest(&mut self.framework, &newer.framework);
         newest(&mut self.run_id, &newer.run_id);
@@ -205,7 +211,9 @@ impl Summary {
         if let Some(status) = self.status {
             add(Field::Status, status.name().as_bytes());
         }
-        add(Field::HasErrors, &[u8::from(self.has_errors())]);
+        if self.has_errors() {
+            add(Field::HasErrors, &[1]);
+        }
         for tag in &self.tags {
             add(Field::Tag, tag.as_bytes());
         }
@@ -736,5 +744,7 @@ mod tests {
         let hashed = index_key(Field::RunId, &long, 0, &id);
         assert!(hashed.len() <= 511 && hashed[1] == HASHED);
         assert_eq!(full().index_keys(&id).len(), 1 + 3 + 1 + 1 + 2);
+        let clean = Summary { agent_name: "a".into(), ..Summary::default() };
+        assert_eq!(clean.index_keys(&id).len(), 1, "only errors are indexed under has_errors");
     }
 }

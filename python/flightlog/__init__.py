@@ -16,27 +16,35 @@ from flightlog.errors import (
 )
 from flightlog.records import (
     UNSET,
+    CheckReport,
     Event,
+    Page,
     Span,
     SpanEvent,
+    Stats,
     TokenUsage,
     ToolCall,
     Trace,
+    TraceSummary,
     UnsetType,
 )
-from flightlog.store import Store, open
+from flightlog.store import Filters, Store, open
 
 __all__ = [
     "UNSET",
     "AccessDenied",
+    "CheckReport",
     "DecisionClosed",
     "DecisionNotFound",
     "Event",
+    "Filters",
     "FlightlogError",
     "InvalidTransition",
+    "Page",
     "SecretDetected",
     "Span",
     "SpanEvent",
+    "Stats",
     "StorageError",
     "StorageFull",
     "Store",
@@ -45,6 +53,7 @@ __all__ = [
     "ToolCall",
     "Trace",
     "TraceNotFound",
+    "TraceSummary",
     "UnsetType",
     "ValidationError",
     "new_span_id",

@@ -11,18 +11,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import re
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import msgspec
 
 import flightlog
-from flightlog.records import UNSET, Span, Trace
+from flightlog.records import UNSET, Span, Stats, Trace, TraceSummary, UnsetType
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
     from rich.tree import Tree
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _RICH_MISSING = "flightlog: this command needs rich; install it with: pip install 'flightlog[cli]'"
+_STATUS_STYLES = {"running": "yellow", "succeeded": "green", "failed": "bold red"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +46,20 @@ def main(argv: list[str] | None = None) -> int:
         argv: The arguments after the program name; ``sys.argv[1:]`` when ``None``.
 
     Returns:
-        The exit status: 0 on success, 2 on a usage error or a missing optional dependency.
+        The exit status: 0 on success; 1 when the command failed (no such trace, a store
+        that cannot be opened, ``check`` found problems); 2 on a usage error (including a
+        bad filter value) or a missing optional dependency.
     """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+    except BrokenPipeError:  # the reader went away (`flightlog ls --json | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
     return status
 
 
@@ -56,7 +69,73 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(commands)
+    _add_ls(commands)
+    _add_show(commands)
+    _add_stats(commands)
+    _add_rm(commands)
+    _add_check(commands)
+    _add_compact(commands)
     return parser
+
+
+Run = Callable[[argparse.Namespace], int]
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _command(run: Run, *, needs_rich: bool = True) -> Run:
+    """Wraps a command: checks for ``rich`` unless ``--json`` asks for no tables, and turns
+    flightlog's errors into a message on stderr and an exit status (see :func:`main`)."""
+
+    def guarded(args: argparse.Namespace) -> int:
+        if needs_rich and not args.json and not _has_rich():
+            print(_RICH_MISSING, file=sys.stderr)
+            return 2
+        try:
+            return run(args)
+        except flightlog.ValidationError as exc:
+            return _usage_error(str(exc))
+        except flightlog.FlightlogError as exc:
+            print(f"flightlog: {exc}", file=sys.stderr)
+            return 1
+
+    return guarded
+
+
+def _has_rich() -> bool:
+    try:
+        import rich  # noqa: F401 - only checks that the cli extra is installed
+    except ImportError:
+        return False
+    return True
+
+
+def _usage_error(message: str) -> int:
+    print(f"flightlog: {message}", file=sys.stderr)
+    return 2
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--path",
+        type=Path,
+        metavar="PATH",
+        help="the store directory (default: $FLIGHTLOG_PATH, else ./.flightlog)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _open(args: argparse.Namespace, *, readonly: bool) -> flightlog.Store:
+    return flightlog.open(args.path, readonly=readonly)
+
+
+def _print_json(value: object) -> None:
+    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
 
 
 # --- demo -----------------------------------------------------------------------------------
@@ -65,7 +144,7 @@ _DEMO_TRACES = 300
 _DEMO_CHUNK = 100
 
 
-def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_demo(commands: Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="log sample agent traces, read them back and show what was stored",
@@ -84,7 +163,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     demo.add_argument(
         "--json", action="store_true", help="print the summary as JSON instead of tables"
     )
-    demo.set_defaults(run=_run_demo)
+    demo.set_defaults(run=_command(_run_demo))
 
 
 @dataclass
@@ -110,12 +189,6 @@ class _Summary:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    if not args.json:
-        try:
-            import rich  # noqa: F401 - checked before anything is written
-        except ImportError:
-            print(_RICH_MISSING, file=sys.stderr)
-            return 2
     from flightlog.sample import sample_traces
 
     path: Path = args.path or Path(tempfile.mkdtemp(prefix="flightlog-demo-"))
@@ -205,12 +278,10 @@ def _interesting(traces: list[Trace]) -> Trace:
 
 
 def _print_demo(summary: _Summary, traces: list[Trace], shown: Trace, *, temporary: bool) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-    from rich.text import Text
 
-    console = Console()
+    console = _console()
     note = " (a new temporary directory, kept: delete it when done)" if temporary else ""
     console.print(f"[bold]flightlog demo[/] - store at [cyan]{escape(summary.path)}[/]{note}")
     table = Table(title="Stored and read back", show_header=False, title_justify="left")
@@ -220,10 +291,7 @@ def _print_demo(summary: _Summary, traces: list[Trace], shown: Trace, *, tempora
         table.add_row(label, value)
     console.print(table)
     console.print(_agents_table(traces))
-    console.print(_span_tree(shown))
-    for call in shown.tool_calls:
-        if call.error is not UNSET:
-            console.print(Text.assemble((f"tool {call.tool_name} failed: ", "red"), call.error))
+    _print_trace(console, shown)
 
 
 def _summary_rows(s: _Summary) -> list[tuple[str, str]]:
@@ -257,12 +325,25 @@ def _agents_table(traces: list[Trace]) -> Table:
     return table
 
 
+def _print_trace(console: Console, trace: Trace) -> None:
+    """The span tree, then each failed tool call in red."""
+    from rich.text import Text
+
+    console.print(_span_tree(trace))
+    for call in trace.tool_calls:
+        if call.error is not UNSET:
+            console.print(Text.assemble((f"tool {call.tool_name} failed: ", "red"), call.error))
+
+
 def _span_tree(trace: Trace) -> Tree:
     """The trace's spans nested by ``parent_span_id``, in the order they were logged."""
+    from rich.text import Text
     from rich.tree import Tree
 
-    colour = "red" if trace.status == "failed" else "green"
-    tree = Tree(f"[bold]trace {_trace_id(trace)}[/] {trace.agent_name} [{colour}]{trace.status}[/]")
+    root = Text.assemble((f"trace {_trace_id(trace)}", "bold"), " ", trace.agent_name)
+    if trace.status is not UNSET:
+        root.append(f" {trace.status}", style=_STATUS_STYLES[trace.status])
+    tree = Tree(root)
     known = {s.span_id for s in trace.spans}
     children: dict[str | None, list[Span]] = {}
     for span in trace.spans:
@@ -302,3 +383,410 @@ def _span_label(span: Span) -> Text:
         message = span.status_message if span.status_message is not UNSET else ""
         label.append(f"  ERROR {message}", style="bold red")
     return label
+
+
+# --- filters shared by ls, stats and rm -----------------------------------------------------
+
+# option dest -> Store filter name
+_FILTER_OPTIONS = {
+    "agent": "agent_name",
+    "framework": "framework",
+    "status": "status",
+    "run_id": "run_id",
+    "session_id": "session_id",
+    "tag": "tag",
+    "since": "since",
+    "until": "until",
+    "errors": "has_errors",
+}
+
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _add_filter_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "filters", "All given filters must hold; a repeated option matches any of its values."
+    )
+    for flag, what in [
+        ("--agent", "agent name"),
+        ("--framework", "framework"),
+        ("--run-id", "run id"),
+        ("--session-id", "session id"),
+        ("--tag", "tag"),
+    ]:
+        group.add_argument(flag, action="append", metavar="VALUE", help=f"traces with this {what}")
+    group.add_argument(
+        "--status",
+        action="append",
+        choices=["running", "succeeded", "failed"],
+        help="traces with this status",
+    )
+    when = "an ISO-8601 time (UTC unless it says), epoch seconds, or an age like 90m, 2h, 7d"
+    group.add_argument(
+        "--since", type=_instant, metavar="WHEN", help=f"traces started at or after: {when}"
+    )
+    group.add_argument(
+        "--until", type=_instant, metavar="WHEN", help=f"traces started before: {when}"
+    )
+    group.add_argument(
+        "--errors",
+        action=argparse.BooleanOptionalAction,
+        help="only traces with errors (failed, an ERROR span or a tool error); --no-errors: "
+        "only traces without",
+    )
+
+
+def _instant(text: str) -> dt.datetime | float | str:
+    """An age (``2h``: that long ago) as a datetime, a number as epoch seconds, else the text
+    itself for the store to parse as ISO-8601 (it refuses anything else)."""
+    age = _AGE.fullmatch(text)
+    if age:
+        delta = dt.timedelta(**{_AGE_UNITS[age[2]]: float(age[1])})
+        return dt.datetime.now(dt.timezone.utc) - delta
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The store filters named by the filter options that were given."""
+    given = {name: getattr(args, dest) for dest, name in _FILTER_OPTIONS.items()}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _number(value: float | UnsetType | None, unit: str = "", *, money: bool = False) -> str:
+    """A value for a table cell; ``-`` when it was not reported."""
+    if value is None or value is UNSET:
+        return "-"
+    return f"${value:,.4f}" if money else f"{value:,.0f}{unit}"
+
+
+# --- ls -------------------------------------------------------------------------------------
+
+
+def _add_ls(commands: Commands) -> None:
+    ls = commands.add_parser(
+        "ls",
+        help="list traces, newest first",
+        description="Lists the traces matching the filters, newest first.",
+    )
+    _add_filter_options(ls)
+    ls.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="list at most N traces (1-1000)"
+    )
+    _add_store_options(ls)
+    ls.set_defaults(run=_command(_run_ls))
+
+
+def _run_ls(args: argparse.Namespace) -> int:
+    with _open(args, readonly=True) as store:
+        page = store.query(**_filters(args), limit=args.limit)
+    if args.json:
+        _print_json(page.items)
+        return 0
+    console = _console()
+    columns = _LS_COLUMNS if console.width >= _LS_WIDE else _LS_COLUMNS[:4]
+    console.print(_summaries_table(page.items, columns, more=page.next_cursor is not None))
+    return 0
+
+
+_LS_COLUMNS = ("started (UTC)", "trace id", "agent", "status", "latency", "tokens", "cost", "spans")
+_LS_WIDE = 116  # terminal columns that fit every column of ``ls``; else only the first four
+
+
+def _summaries_table(items: Sequence[TraceSummary], columns: Sequence[str], *, more: bool) -> Table:
+    from rich.table import Table
+
+    title = f"{len(items)} traces, newest first" if items else "no traces match"
+    if more:
+        title += " (more with a larger --limit)"
+    table = Table(title=title, title_justify="left", box=None, header_style="bold")
+    for heading in columns:
+        numeric = heading in ("latency", "tokens", "cost", "spans")
+        table.add_column(
+            heading, no_wrap=heading != "agent", justify="right" if numeric else "left"
+        )
+    for item in items:
+        cells = _summary_cells(item)
+        table.add_row(*(cells[heading] for heading in columns))
+    return table
+
+
+def _summary_cells(item: TraceSummary) -> dict[str, str | Text]:
+    """One ``ls`` row by column heading; a status with errors is marked in red."""
+    from rich.text import Text
+
+    status = Text(item.status if item.status is not UNSET else "-")
+    if item.status is not UNSET:
+        status.stylize(_STATUS_STYLES[item.status])
+    if item.has_errors and item.status != "failed":
+        status.append(" errors", style="bold red")
+    tokens = item.token_usage.total_tokens if item.token_usage is not UNSET else UNSET
+    return {
+        "started (UTC)": item.timestamp.strftime("%m-%d %H:%M:%S"),
+        "trace id": item.trace_id,
+        "agent": item.agent_name,
+        "status": status,
+        "latency": _number(item.latency_ms, " ms"),
+        "tokens": _number(tokens),
+        "cost": _number(item.cost_usd, money=True),
+        "spans": str(item.span_count),
+    }
+
+
+# --- show -----------------------------------------------------------------------------------
+
+
+def _add_show(commands: Commands) -> None:
+    show = commands.add_parser(
+        "show",
+        help="show one trace as a span tree",
+        description="Shows a trace: its totals, then its spans as a tree with durations, "
+        "tokens and cost, errors in red.",
+    )
+    show.add_argument("trace_id", metavar="ID", help="the trace id (32 hex characters)")
+    _add_store_options(show)
+    show.set_defaults(run=_command(_run_show))
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    with _open(args, readonly=True) as store:
+        trace = store.get(args.trace_id)
+    if args.json:
+        _print_json(trace)
+    else:
+        console = _console()
+        console.print(_trace_table(trace))
+        _print_trace(console, trace)
+    return 0
+
+
+def _trace_table(trace: Trace) -> Table:
+    """The trace's reported scalars, one per row."""
+    from rich.table import Table
+
+    usage = trace.token_usage
+    rows = {
+        "started": _when(trace.timestamp),
+        "ended": _when(trace.ended_at),
+        "framework": trace.framework,
+        "run id": trace.run_id,
+        "request id": trace.request_id,
+        "session id": trace.session_id,
+        "latency": _number(trace.latency_ms, " ms") if trace.latency_ms is not UNSET else UNSET,
+        "tokens": (
+            f"{_number(usage.prompt_tokens)} -> {_number(usage.completion_tokens)} "
+            f"({_number(usage.total_tokens)} total)"
+            if usage is not UNSET
+            else UNSET
+        ),
+        "cost": _number(trace.cost_usd, money=True) if trace.cost_usd is not UNSET else UNSET,
+        "tags": ", ".join(trace.tags) or UNSET,
+    }
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows.items():
+        if value is not UNSET:
+            table.add_row(label, str(value))
+    return table
+
+
+def _when(value: dt.datetime | UnsetType) -> str | UnsetType:
+    if isinstance(value, UnsetType):
+        return value
+    return value.isoformat(sep=" ", timespec="milliseconds")
+
+
+# --- stats ----------------------------------------------------------------------------------
+
+_GROUP_BY = ["agent_name", "framework", "status", "run_id", "request_id", "session_id"]
+
+
+def _add_stats(commands: Commands) -> None:
+    stats = commands.add_parser(
+        "stats",
+        help="count traces, errors, tokens, cost and latency percentiles",
+        description="Aggregates the traces matching the filters, overall and optionally per "
+        "value of one field.",
+    )
+    _add_filter_options(stats)
+    stats.add_argument("--group-by", choices=_GROUP_BY, help="also aggregate per value of this")
+    _add_store_options(stats)
+    stats.set_defaults(run=_command(_run_stats))
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    with _open(args, readonly=True) as store:
+        stats = store.stats(**_filters(args), group_by=args.group_by)
+    if args.json:
+        _print_json(stats)
+        return 0
+    console = _console()
+    console.print(_stats_table(stats))
+    if stats.top_agents:
+        console.print(_top_agents_table(stats))
+    if args.group_by:
+        console.print(_groups_table(stats, args.group_by))
+    return 0
+
+
+def _stats_table(stats: Stats) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Matching traces", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("traces", f"{stats.count:,}")
+    table.add_row("with errors", f"{stats.error_count:,} ({stats.error_rate:.1%})")
+    table.add_row(
+        "tokens (prompt / completion / total)",
+        f"{stats.prompt_tokens:,} / {stats.completion_tokens:,} / {stats.total_tokens:,}",
+    )
+    table.add_row(
+        "cost (total / mean)",
+        f"{_number(stats.cost_usd, money=True)} / {_number(stats.mean_cost_usd, money=True)}",
+    )
+    table.add_row("latency p50 / p95 / p99", _percentiles(stats))
+    return table
+
+
+def _percentiles(stats: Stats) -> str:
+    values = (stats.latency_p50_ms, stats.latency_p95_ms, stats.latency_p99_ms)
+    return " / ".join(_number(v) for v in values) + " ms"
+
+
+def _top_agents_table(stats: Stats) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Busiest agents", title_justify="left")
+    table.add_column("agent")
+    table.add_column("traces", justify="right")
+    for agent, count in stats.top_agents:
+        table.add_row(agent, f"{count:,}")
+    return table
+
+
+def _groups_table(stats: Stats, group_by: str) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"By {group_by}", title_justify="left")
+    table.add_column(group_by)
+    for heading in ("traces", "errors", "tokens", "cost", "latency p50 / p95 / p99"):
+        table.add_column(heading, justify="right")
+    for value, group in sorted(stats.groups.items(), key=lambda item: -item[1].count):
+        errors = f"{group.error_count:,} ({group.error_rate:.1%})"
+        table.add_row(
+            value,
+            f"{group.count:,}",
+            f"[red]{errors}[/]" if group.error_count else errors,
+            f"{group.total_tokens:,}",
+            _number(group.cost_usd, money=True),
+            _percentiles(group),
+        )
+    return table
+
+
+# --- rm -------------------------------------------------------------------------------------
+
+
+def _add_rm(commands: Commands) -> None:
+    rm = commands.add_parser(
+        "rm",
+        help="delete traces by id, or every trace matching --where filters",
+        description="Deletes the given traces, or with --where every trace matching the "
+        "filter options (at least one is required). Deleted bytes stay in the file until "
+        "`flightlog compact` writes a copy without them.",
+    )
+    rm.add_argument("trace_ids", nargs="*", metavar="ID", help="trace ids to delete")
+    rm.add_argument(
+        "--where", action="store_true", help="delete every trace matching the filter options"
+    )
+    _add_filter_options(rm)
+    _add_store_options(rm)
+    rm.set_defaults(run=_command(_run_rm, needs_rich=False))
+
+
+def _run_rm(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    if args.where and args.trace_ids:
+        return _usage_error("rm: give trace ids or --where with filters, not both")
+    if args.where and not filters:
+        return _usage_error("rm --where needs at least one filter option")
+    if not args.where and filters:
+        return _usage_error("rm: filter options need --where")
+    if not args.trace_ids and not args.where:
+        return _usage_error("rm: give trace ids, or --where with filter options")
+    with _open(args, readonly=False) as store:
+        if args.where:
+            deleted = store.delete_where(**filters)
+            missing: list[str] = []
+        else:
+            missing = [tid for tid in args.trace_ids if not store.delete(tid)]
+            deleted = len(args.trace_ids) - len(missing)
+    if args.json:
+        _print_json({"deleted": deleted, "missing": missing})
+    else:
+        print(f"deleted {deleted} trace{'' if deleted == 1 else 's'}")
+    for trace_id in missing:
+        print(f"flightlog: no trace {trace_id}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+def _add_check(commands: Commands) -> None:
+    check = commands.add_parser(
+        "check",
+        help="verify the store's records and indexes",
+        description="Verifies that every record decodes, every trace is indexed and every "
+        "index entry points at a live trace. Exits with 1 when it finds problems.",
+    )
+    _add_store_options(check)
+    check.set_defaults(run=_command(_run_check, needs_rich=False))
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    with _open(args, readonly=True) as store:
+        report = store.check()
+    if args.json:
+        _print_json(report)
+    else:
+        print(
+            f"checked {report.traces:,} traces, {report.records:,} records, "
+            f"{report.index_entries:,} index entries"
+        )
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        print("ok" if report.ok else f"{len(report.problems)} problems")
+    return 0 if report.ok else 1
+
+
+# --- compact --------------------------------------------------------------------------------
+
+
+def _add_compact(commands: Commands) -> None:
+    compact = commands.add_parser(
+        "compact",
+        help="write a compacted copy of the store",
+        description="Writes a copy of the store without free pages or deleted bytes into "
+        "DEST; the store itself is left as it is.",
+    )
+    compact.add_argument("dest", type=Path, metavar="DEST", help="the directory to write into")
+    _add_store_options(compact)
+    compact.set_defaults(run=_command(_run_compact, needs_rich=False))
+
+
+def _run_compact(args: argparse.Namespace) -> int:
+    with _open(args, readonly=True) as store:
+        dest = store.compact(args.dest)
+        source = store.path
+    before, after = _disk_bytes(source), _disk_bytes(dest)
+    if args.json:
+        _print_json({"path": str(source), "bytes": before, "dest": str(dest), "dest_bytes": after})
+    else:
+        print(f"compacted {source} ({before / 1e6:,.1f} MB) into {dest} ({after / 1e6:,.1f} MB)")
+    return 0

@@ -9,23 +9,28 @@ status, durations, token totals, event types), so a record read back carries the
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Struct, UnsetType, field
 
 __all__ = [
     "UNSET",
+    "CheckReport",
     "Event",
     "EventStatus",
+    "Page",
     "Span",
     "SpanEvent",
     "SpanKind",
     "SpanStatusCode",
+    "Stats",
     "TokenUsage",
     "ToolCall",
     "Trace",
     "TraceStatus",
+    "TraceSummary",
     "UnsetType",
 ]
 
@@ -146,3 +151,94 @@ class Trace(_Record):
 
 encoder = msgspec.msgpack.Encoder()
 trace_decoder = msgspec.msgpack.Decoder(Trace)
+
+
+T = TypeVar("T")
+
+
+class _Result(Struct, kw_only=True):
+    """Shared options of what the store returns: keyword construction, every field encoded."""
+
+
+class TraceSummary(_Result):
+    """One trace as :meth:`Store.query` lists it: the merged view of its fragments, without
+    input, output, spans or events.
+
+    Fields the trace did not report are ``UNSET``. ``has_errors`` is true when the status is
+    ``failed``, a span has ``status_code="ERROR"`` or a tool call has an ``error``;
+    ``span_count`` sums the spans logged over all fragments.
+    """
+
+    trace_id: str
+    agent_name: str
+    timestamp: dt.datetime
+    framework: str | UnsetType = UNSET
+    status: TraceStatus | UnsetType = UNSET
+    has_errors: bool = False
+    latency_ms: float | UnsetType = UNSET
+    token_usage: TokenUsage | UnsetType = UNSET
+    cost_usd: float | UnsetType = UNSET
+    run_id: str | UnsetType = UNSET
+    request_id: str | UnsetType = UNSET
+    session_id: str | UnsetType = UNSET
+    span_count: int = 0
+    tags: list[str] = field(default_factory=list)
+
+
+class Page(_Result, Generic[T]):
+    """One page of results. Iterating a page iterates its items.
+
+    ``next_cursor`` is ``None`` on the last page; otherwise pass it as ``cursor`` with the
+    same filters, order and direction to get the next page.
+    """
+
+    items: list[T]
+    next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+
+class Stats(_Result):
+    """Aggregates over the traces matching a filter (see :meth:`Store.stats`).
+
+    Token and cost sums count the traces that reported them. ``mean_cost_usd`` is ``None``
+    when no trace reported a cost and the latency percentiles (nearest rank) are ``None``
+    when none reported a latency. ``per_hour`` maps each UTC hour
+    (``"2025-06-02T12:00:00Z"``) to how many traces started in it; ``top_agents`` lists the
+    ten busiest agents with their counts, busiest first; ``groups`` holds one ``Stats`` per
+    value of the ``group_by`` field (traces that lack the field are in no group).
+    """
+
+    count: int
+    error_count: int
+    error_rate: float
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+    mean_cost_usd: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    per_hour: dict[str, int] = field(default_factory=dict)
+    top_agents: list[tuple[str, int]] = field(default_factory=list)
+    groups: dict[str, Stats] = field(default_factory=dict)
+
+
+class CheckReport(_Result):
+    """What :meth:`Store.check` found: how much it verified and every problem, in words.
+
+    ``ok`` is true exactly when ``problems`` is empty.
+    """
+
+    ok: bool
+    traces: int
+    records: int
+    index_entries: int
+    problems: list[str] = field(default_factory=list)
+
+
+page_decoder = msgspec.msgpack.Decoder(Page[TraceSummary])
+stats_decoder = msgspec.msgpack.Decoder(Stats)
+check_report_decoder = msgspec.msgpack.Decoder(CheckReport)

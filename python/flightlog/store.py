@@ -9,23 +9,69 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime as dt
 import os
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import msgspec
 
 from flightlog import _core
 from flightlog.errors import ValidationError
 from flightlog.merge import merge_fragments
-from flightlog.records import Trace, encoder, trace_decoder
+from flightlog.records import (
+    CheckReport,
+    Page,
+    Stats,
+    Trace,
+    TraceStatus,
+    TraceSummary,
+    check_report_decoder,
+    encoder,
+    page_decoder,
+    stats_decoder,
+    trace_decoder,
+)
 
-__all__ = ["Durability", "Store", "open"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["Durability", "Filters", "GroupBy", "OrderBy", "Store", "open"]
 
 Durability = Literal["group", "sync", "none"]
+OrderBy = Literal["timestamp", "latency_ms", "cost_usd"]
+GroupBy = Literal["agent_name", "framework", "status", "run_id", "request_id", "session_id"]
+Instant = dt.datetime | str | float
+
+
+class Filters(TypedDict, total=False):
+    """The filters of :meth:`Store.query`, :meth:`Store.count`, :meth:`Store.stats` and
+    :meth:`Store.delete_where`. All given filters must hold; a list means any of its values;
+    ``None`` means the filter is not applied.
+
+    ``since`` (inclusive) and ``until`` (exclusive) take a ``datetime`` (naive means UTC),
+    an ISO-8601 string or Unix epoch seconds. The cost and latency bounds are inclusive and
+    never match a trace that did not report the value.
+    """
+
+    agent_name: str | Sequence[str] | None
+    framework: str | Sequence[str] | None
+    run_id: str | Sequence[str] | None
+    request_id: str | Sequence[str] | None
+    session_id: str | Sequence[str] | None
+    status: TraceStatus | Sequence[TraceStatus] | None
+    has_errors: bool | None
+    since: Instant | None
+    until: Instant | None
+    min_cost_usd: float | None
+    max_cost_usd: float | None
+    min_latency_ms: float | None
+    max_latency_ms: float | None
+    tag: str | Sequence[str] | None
+
 
 DEFAULT_PATH = ".flightlog"
 
@@ -109,16 +155,141 @@ class Store:
             ValidationError: ``trace_id`` is not 32 lowercase hex characters.
             TraceNotFound: No such trace is stored.
         """
-        if not isinstance(trace_id, str):
-            raise ValidationError(
-                f"trace_id: expected a string of 32 lowercase hex characters, got "
-                f"{type(trace_id).__name__}",
-                [{"path": "trace_id", "message": "expected a string"}],
-            )
-        fragments = self._core.fragments(trace_id)
+        fragments = self._core.fragments(_checked_trace_id(trace_id))
         if len(fragments) == 1:
             return trace_decoder.decode(fragments[0])
         return merge_fragments([trace_decoder.decode(f) for f in fragments])
+
+    def query(
+        self,
+        *,
+        order_by: OrderBy = "timestamp",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+        **filters: Unpack[Filters],
+    ) -> Page[TraceSummary]:
+        """Lists the traces matching the filters, one page at a time.
+
+        Each item is the merged view of a trace's fragments: a trace logged ``running`` and
+        then ``failed`` is found by ``status="failed"``, not by ``status="running"``. Reads
+        see committed data: call :meth:`flush` first to include what was just logged.
+
+        Args:
+            order_by: ``"timestamp"``, ``"latency_ms"`` or ``"cost_usd"``. Traces that did
+                not report the value come after those that did, in either direction.
+            descending: Largest (newest) first; ``False`` for smallest first.
+            limit: Most items on the page, 1 to 1000.
+            cursor: The ``next_cursor`` of the previous page, with the same filters, order
+                and direction. Pages stay consistent while other traces are being logged:
+                every trace that matched when paging began is listed exactly once.
+            **filters: See :class:`Filters`, e.g. ``agent_name="support-bot"``,
+                ``status=["failed", "running"]``, ``since=datetime(2025, 6, 1)``.
+
+        Returns:
+            A :class:`Page` of :class:`TraceSummary`; ``next_cursor`` is ``None`` on the last
+            page.
+
+        Raises:
+            ValidationError: An unknown filter, a filter value of the wrong type, a bad
+                ``order_by``, ``limit`` or ``cursor``; ``.errors`` names each.
+            StoreClosed: The store was closed.
+        """
+        page = self._core.query(_encode(filters), order_by, descending, limit, cursor)
+        return page_decoder.decode(page)
+
+    def count(self, **filters: Unpack[Filters]) -> int:
+        """Counts the traces matching the filters (see :class:`Filters`).
+
+        Raises:
+            ValidationError: An unknown filter or a filter value of the wrong type.
+            StoreClosed: The store was closed.
+        """
+        return self._core.count(_encode(filters))
+
+    def stats(self, *, group_by: GroupBy | None = None, **filters: Unpack[Filters]) -> Stats:
+        """Aggregates the traces matching the filters: counts, error rate, tokens, cost,
+        latency percentiles, traces per hour and the busiest agents.
+
+        Args:
+            group_by: Also aggregate per value of this field (``"agent_name"``,
+                ``"framework"``, ``"status"``, ``"run_id"``, ``"request_id"`` or
+                ``"session_id"``) into ``Stats.groups``.
+            **filters: See :class:`Filters`.
+
+        Returns:
+            The :class:`Stats` of the matching traces.
+
+        Raises:
+            ValidationError: An unknown filter, a filter value of the wrong type or a bad
+                ``group_by``.
+            StoreClosed: The store was closed.
+        """
+        return stats_decoder.decode(self._core.stats(_encode(filters), group_by))
+
+    def delete(self, trace_id: str) -> bool:
+        """Deletes a trace: all its fragments, its summary and its index entries.
+
+        Returns once the deletion is committed. :meth:`get` then raises ``TraceNotFound``.
+        The freed pages are reused by later writes, but the deleted bytes stay in the file
+        until they are overwritten: :meth:`compact` writes a copy without them.
+
+        Returns:
+            ``True`` if the trace existed, ``False`` if there was nothing to delete.
+
+        Raises:
+            ValidationError: ``trace_id`` is not 32 lowercase hex characters.
+            StorageError: The store is read-only or the write failed.
+            StoreClosed: The store was closed.
+        """
+        return self._core.delete(_checked_trace_id(trace_id))
+
+    def delete_where(self, **filters: Unpack[Filters]) -> int:
+        """Deletes every trace matching the filters, like :meth:`delete`.
+
+        Args:
+            **filters: See :class:`Filters`. At least one is required: deleting everything
+                by accident is refused.
+
+        Returns:
+            How many traces were deleted.
+
+        Raises:
+            ValidationError: No filter was given, an unknown filter or a filter value of the
+                wrong type. Nothing was deleted.
+            StorageError: The store is read-only or the write failed.
+            StoreClosed: The store was closed.
+        """
+        return self._core.delete_where(_encode(filters))
+
+    def check(self) -> CheckReport:
+        """Verifies the store: every record decodes, every trace has its summary and index
+        entries, and every index entry points at a live trace.
+
+        Returns:
+            A :class:`CheckReport`; ``ok`` is false when it lists problems.
+
+        Raises:
+            StorageError: The store could not be read at all.
+            StoreClosed: The store was closed.
+        """
+        return check_report_decoder.decode(self._core.check())
+
+    def compact(self, dest: str | os.PathLike[str]) -> Path:
+        """Writes a compacted copy of the store (free pages and deleted bytes left out).
+
+        Args:
+            dest: The directory to write the copy into; open it with :func:`flightlog.open`.
+
+        Returns:
+            ``dest`` as a ``Path``.
+
+        Raises:
+            StorageError: The copy could not be written.
+            StoreClosed: The store was closed.
+        """
+        self._core.compact(os.fspath(dest))
+        return Path(dest)
 
     def close(self) -> None:
         """Flushes and closes this handle. Further calls raise ``StoreClosed``. Idempotent."""
@@ -170,6 +341,8 @@ def open(
     max_trace_bytes: int = 16 << 20,
     max_depth: int = 64,
     max_spans: int = 100_000,
+    retention: dt.timedelta | None = None,
+    max_bytes: int | None = None,
 ) -> Store:
     """Opens (creating it if needed) the store directory at ``path``.
 
@@ -189,6 +362,11 @@ def open(
         max_trace_bytes: Largest encoded trace accepted.
         max_depth: Deepest nesting of lists and maps accepted in a trace.
         max_spans: Most spans accepted in one trace.
+        retention: Keep traces for this long: while the store is open, the writer deletes
+            traces whose timestamp is older, oldest first (at least once a second and after
+            commits). ``None`` keeps them forever.
+        max_bytes: Keep the stored traces under this many bytes by deleting the oldest
+            first, continuously like ``retention``. ``None`` sets no limit.
 
     Raises:
         ValidationError: An option has a bad value.
@@ -199,6 +377,8 @@ def open(
             f"durability: expected 'group', 'sync' or 'none', got {durability!r}",
             [{"path": "durability", "message": "expected 'group', 'sync' or 'none'"}],
         )
+    retention_s = _retention_seconds(retention)
+    _check_max_bytes(max_bytes)
     if path is None:
         path = os.environ.get("FLIGHTLOG_PATH") or DEFAULT_PATH
     location = Path(path)
@@ -210,8 +390,51 @@ def open(
         max_trace_bytes=max_trace_bytes,
         max_depth=max_depth,
         max_spans=max_spans,
+        retention_s=retention_s,
+        max_bytes=max_bytes,
     )
     return Store(core, location, durability, readonly)
+
+
+def _retention_seconds(retention: object) -> float | None:
+    """``retention`` in seconds, after checking it is a positive ``timedelta`` or ``None``."""
+    if retention is None:
+        return None
+    if not isinstance(retention, dt.timedelta) or retention <= dt.timedelta(0):
+        raise ValidationError(
+            f"retention: expected a positive timedelta or None, got {retention!r}",
+            [{"path": "retention", "message": "expected a positive timedelta or None"}],
+        )
+    return retention.total_seconds()
+
+
+_MAX_BYTES_LIMIT = 2**64 - 1  # the core counts bytes in a u64
+
+
+def _check_max_bytes(max_bytes: object) -> None:
+    """Refuses a ``max_bytes`` that is not a positive int (below 2**64) or ``None``."""
+    if max_bytes is None:
+        return
+    if (
+        not isinstance(max_bytes, int)
+        or isinstance(max_bytes, bool)
+        or not 0 < max_bytes <= _MAX_BYTES_LIMIT
+    ):
+        raise ValidationError(
+            f"max_bytes: expected a positive int below 2**64 or None, got {max_bytes!r}",
+            [{"path": "max_bytes", "message": "expected a positive int below 2**64 or None"}],
+        )
+
+
+def _checked_trace_id(trace_id: object) -> str:
+    """Refuses a trace id that is not a string (the core checks its characters)."""
+    if not isinstance(trace_id, str):
+        raise ValidationError(
+            f"trace_id: expected a string of 32 lowercase hex characters, got "
+            f"{type(trace_id).__name__}",
+            [{"path": "trace_id", "message": "expected a string"}],
+        )
+    return trace_id
 
 
 def _encode(record: object) -> bytes:
