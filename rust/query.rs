@@ -282,7 +282,10 @@ impl Filters {
                 TextField::Tag => {
                     let mut found = false;
                     for tag in texts.tags()? {
-                        found |= hit(tag?);
+                        if hit(tag?) {
+                            found = true;
+                            break;
+                        }
                     }
                     found
                 }
@@ -404,7 +407,7 @@ const DRIVERS: [Driver; 8] = [
     Driver::HasErrors,
 ];
 
-/// Bounds on time keys (never unbounded: the extremes stand for "none").
+/// Bounds on time keys.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     lo: Bound<TimeKey>,
@@ -413,33 +416,24 @@ struct Window {
 
 impl Window {
     fn of(filters: &Filters) -> Window {
+        // Sorts before every trace at `us`: no trace has the all-zero id.
         let first_at = |us: i64| time_key(us, &[0; 16]);
         Window {
-            lo: filters
-                .since_us
-                .map_or(Bound::Included([0; 24]), |us| Bound::Included(first_at(us))),
-            hi: filters
-                .until_us
-                .map_or(Bound::Included([0xff; 24]), |us| Bound::Excluded(first_at(us))),
+            lo: filters.since_us.map_or(Bound::Unbounded, |us| Bound::Included(first_at(us))),
+            hi: filters.until_us.map_or(Bound::Unbounded, |us| Bound::Excluded(first_at(us))),
         }
     }
 
-    /// Narrows the window to keys strictly after `key` (in walking order) for a cursor.
+    /// Narrows the window to the keys strictly after `key` in walking order (a cursor).
     fn resume_after(&mut self, key: TimeKey, descending: bool) {
-        if descending {
-            if bound_key(self.hi) >= key {
-                self.hi = Bound::Excluded(key);
-            }
-        } else if bound_key(self.lo) <= key {
-            self.lo = Bound::Excluded(key);
+        let bound = if descending { &mut self.hi } else { &mut self.lo };
+        let tighter = match *bound {
+            Bound::Unbounded => true,
+            Bound::Included(old) | Bound::Excluded(old) => (key <= old) == descending,
+        };
+        if tighter {
+            *bound = Bound::Excluded(key);
         }
-    }
-}
-
-fn bound_key(bound: Bound<TimeKey>) -> TimeKey {
-    match bound {
-        Bound::Included(key) | Bound::Excluded(key) => key,
-        Bound::Unbounded => [0; 24],
     }
 }
 
@@ -579,8 +573,12 @@ impl<'t> Source<'t> {
         descending: bool,
     ) -> Result<Source<'t>> {
         let fail = |e| Error::storage(&format!("walking {name}"), e);
-        let extend = |bound: Bound<TimeKey>| bound.map(|key| [prefix, &key].concat());
-        let (lo, hi) = (extend(window.lo), extend(window.hi));
+        // Within a prefix, "unbounded" ends at the smallest or largest possible time key.
+        let extend = |bound: Bound<TimeKey>, end: TimeKey| match bound {
+            Bound::Unbounded => Bound::Included([prefix, &end].concat()),
+            bound => bound.map(|key| [prefix, &key].concat()),
+        };
+        let (lo, hi) = (extend(window.lo, [0; 24]), extend(window.hi, [0xff; 24]));
         let range = (lo.as_ref().map(Vec::as_slice), hi.as_ref().map(Vec::as_slice));
         let keys: KeyIter<'t> = if descending {
             Box::new(db.rev_range(txn, &range).map_err(fail)?)
@@ -904,7 +902,7 @@ fn page_by_time(
     if let Some(after) = after {
         window.resume_after(after.key, page.descending);
     }
-    let mut found = Vec::with_capacity(page.limit + 1);
+    let mut found = Vec::new();
     plan.walk(txn, dbs, &window, page.descending, |key, summary| {
         found.push(Ranked { at: Position { value: None, key }, summary });
         Ok(if found.len() > page.limit {
@@ -935,9 +933,11 @@ fn page_by_value(
         Ok(ControlFlow::Continue(()))
     })?;
     let order = |a: &Ranked<'_>, b: &Ranked<'_>| rank(&a.at, &b.at, page.descending);
-    if found.len() > page.limit + 1 {
-        found.select_nth_unstable_by(page.limit, order);
-        found.truncate(page.limit + 1);
+    // The page and one more, to know whether another page follows.
+    let wanted = page.limit.saturating_add(1);
+    if found.len() > wanted {
+        found.select_nth_unstable_by(wanted - 1, order);
+        found.truncate(wanted);
     }
     found.sort_unstable_by(order);
     write_page(found, page)
@@ -1135,8 +1135,8 @@ impl<'t> Tally<'t> {
         write_top_agents(out, &self.agents);
         write_str(out, "groups");
         let groups = groups.unwrap_or_default();
-        let nested = begin_map(out, groups.len());
         let len = groups.len();
+        let nested = begin_map(out, len);
         for (value, tally) in groups {
             write_str(out, value);
             tally.write(out, None);
