@@ -79,12 +79,13 @@ type Pointer = (u64, TraceId);
 /// What the summaries say the indexes must hold.
 #[derive(Default)]
 struct Expected {
-    /// Distinct `index` keys of the decodable summaries, all verified present.
+    /// Distinct `index` keys the decodable summaries produce.
     index_keys: u64,
-    /// `by_time` keys of the decodable summaries, all verified present.
+    /// `by_time` keys the decodable summaries produce.
     by_time_keys: u64,
-    /// Some summary did not decode, so its keys are unknown.
-    undecodable: bool,
+    /// A summary did not decode or an expected key was missing: equal counts then prove
+    /// nothing, so every key must be looked at.
+    incomplete: bool,
 }
 
 impl Checker<'_, '_> {
@@ -218,7 +219,7 @@ impl Checker<'_, '_> {
             match Summary::decode(value) {
                 Ok(summary) => self.summary_keys(&id, &summary, &mut expected)?,
                 Err(why) => {
-                    expected.undecodable = true;
+                    expected.incomplete = true;
                     self.problem(format!("summaries[{}] does not decode: {why}", to_hex(&id)));
                 }
             }
@@ -242,6 +243,7 @@ impl Checker<'_, '_> {
         expected.index_keys += keys.len() as u64;
         for key in keys {
             if self.core.dbs.index.get(self.txn, &key).map_err(fail)?.is_none() {
+                expected.incomplete = true;
                 self.problem(format!(
                     "summaries[{}]: index[{}] is missing",
                     to_hex(id),
@@ -252,6 +254,7 @@ impl Checker<'_, '_> {
         expected.by_time_keys += 1;
         let key = time_key(summary.timestamp_us, id);
         if self.core.dbs.by_time.get(self.txn, &key).map_err(fail)?.is_none() {
+            expected.incomplete = true;
             self.problem(format!(
                 "summaries[{}]: by_time[{}] is missing",
                 to_hex(id),
@@ -266,7 +269,7 @@ impl Checker<'_, '_> {
     fn index(&mut self, expected: &Expected) -> Result<()> {
         let fail = |e| Error::storage("checking index", e);
         self.report.index_entries = self.core.dbs.index.len(self.txn).map_err(fail)?;
-        if self.report.index_entries == expected.index_keys && !expected.undecodable {
+        if self.report.index_entries == expected.index_keys && !expected.incomplete {
             return Ok(());
         }
         for entry in self.core.dbs.index.iter(self.txn).map_err(fail)? {
@@ -284,7 +287,7 @@ impl Checker<'_, '_> {
     fn by_time(&mut self, expected: &Expected) -> Result<()> {
         let fail = |e| Error::storage("checking by_time", e);
         let len = self.core.dbs.by_time.len(self.txn).map_err(fail)?;
-        if len == expected.by_time_keys && !expected.undecodable {
+        if len == expected.by_time_keys && !expected.incomplete {
             return Ok(());
         }
         for entry in self.core.dbs.by_time.iter(self.txn).map_err(fail)? {
@@ -397,12 +400,8 @@ mod tests {
     fn a_missing_index_key_is_reported() {
         let (_dir, store, ids) = logged(10);
         let s = summary(&store, &ids[3]);
-        let key = index_key(
-            Field::RunId,
-            s.run_id.as_deref().unwrap().as_bytes(),
-            s.timestamp_us,
-            &ids[3],
-        );
+        let run = s.run_id.as_deref().unwrap().as_bytes();
+        let key = index_key(Field::RunId, run, s.timestamp_us, &ids[3]);
         edit(&store, |txn, dbs| assert!(dbs.index.delete(txn, &key).unwrap()));
         let report = check(store.core()).unwrap();
         assert!(!report.ok());
@@ -411,6 +410,12 @@ mod tests {
             &report,
             &["summaries[", &to_hex(&ids[3]), "index[", &to_hex(&key), "missing"]
         ));
+        // An orphan key makes the counts equal again; both are still found.
+        let ghost = index_key(Field::RunId, b"ghost", s.timestamp_us, &ids[3]);
+        edit(&store, |txn, dbs| dbs.index.put(txn, &ghost, &[]).unwrap());
+        let report = check(store.core()).unwrap();
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert!(has(&report, &["index[", &to_hex(&ghost), "no live summary"]));
     }
 
     #[test]

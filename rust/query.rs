@@ -429,7 +429,13 @@ impl Window {
         let bound = if descending { &mut self.hi } else { &mut self.lo };
         let tighter = match *bound {
             Bound::Unbounded => true,
-            Bound::Included(old) | Bound::Excluded(old) => (key <= old) == descending,
+            Bound::Included(old) | Bound::Excluded(old) => {
+                if descending {
+                    key <= old
+                } else {
+                    key >= old
+                }
+            }
         };
         if tighter {
             *bound = Bound::Excluded(key);
