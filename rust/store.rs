@@ -1006,66 +1006,6 @@ mod tests {
         assert!(summary_of(&store, &old).is_none());
     }
 
-    /// `cargo test --release -- --ignored --nocapture summary_costs` with standard traces
-    /// (msgspec-encoded, one per file) in /tmp/samples: what summaries and indexes add.
-    #[test]
-    #[ignore]
-    fn summary_costs() {
-        let inputs: Vec<Vec<u8>> =
-            (0..2000).filter_map(|i| std::fs::read(format!("/tmp/samples/{i}.bin")).ok()).collect();
-        let now = crate::time::Timestamp::now();
-        let limits = Limits::default();
-        let canon: Vec<_> =
-            inputs.iter().map(|b| schema::canonicalize(b, &limits, now).unwrap()).collect();
-        let started = std::time::Instant::now();
-        let summaries: Vec<_> =
-            canon.iter().map(|c| Summary::of_fragment(&c.bytes).unwrap()).collect();
-        let per = started.elapsed().as_secs_f64() * 1e6 / canon.len() as f64;
-        println!("of_fragment: {per:.2} us");
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), |o| o.durability = Durability::None);
-        let core = store.core();
-        let rounds = 25;
-        let started = std::time::Instant::now();
-        for _ in 0..rounds {
-            let mut txn = core.env().write_txn().unwrap();
-            for summary in &summaries {
-                let id = crate::ids::new_trace_id();
-                core.dbs.put_summary(&mut txn, &id, None, summary).unwrap();
-            }
-            txn.commit().unwrap();
-        }
-        let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * summaries.len()) as f64;
-        println!("put_summary (batches of {}): {per:.2} us", summaries.len());
-        let started = std::time::Instant::now();
-        for _ in 0..rounds {
-            let mut txn = core.env().write_txn().unwrap();
-            let mut keys = Vec::new();
-            let mut times = Vec::new();
-            let mut ids = Vec::new();
-            for summary in &summaries {
-                let id = crate::ids::new_trace_id();
-                keys.extend(summary.index_keys(&id));
-                times.push(time_key(summary.timestamp_us, &id));
-                ids.push((id, summary.encode()));
-            }
-            keys.sort_unstable();
-            times.sort_unstable();
-            for (id, bytes) in &ids {
-                core.dbs.summaries.put(&mut txn, id, bytes).unwrap();
-            }
-            for key in &keys {
-                core.dbs.index.put(&mut txn, key, &[]).unwrap();
-            }
-            for key in &times {
-                core.dbs.by_time.put(&mut txn, key, &[]).unwrap();
-            }
-            txn.commit().unwrap();
-        }
-        let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * summaries.len()) as f64;
-        println!("sorted puts (batches of {}): {per:.2} us", summaries.len());
-    }
-
     #[test]
     fn seq_keys_sort_numerically_as_bytes() {
         let keys: Vec<_> =
