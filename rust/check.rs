@@ -252,7 +252,7 @@ impl Checker<'_, '_> {
             }
         }
         expected.by_time_keys += 1;
-        let key = time_key(summary.timestamp_us, id);
+        let key = time_key(summary.numbers.timestamp_us, id);
         if self.core.dbs.by_time.get(self.txn, &key).map_err(fail)?.is_none() {
             expected.incomplete = true;
             self.problem(format!(
@@ -294,7 +294,7 @@ impl Checker<'_, '_> {
             let (key, _) = entry.map_err(fail)?;
             let owner = self.owner(key)?;
             let produced = owner.is_some_and(|(id, summary)| {
-                key.len() == 24 && key == time_key(summary.timestamp_us, &id)
+                key.len() == 24 && key == time_key(summary.numbers.timestamp_us, &id)
             });
             if !produced {
                 self.problem(format!("by_time[{}] belongs to no live summary", to_hex(key)));
@@ -401,7 +401,7 @@ mod tests {
         let (_dir, store, ids) = logged(10);
         let s = summary(&store, &ids[3]);
         let run = s.run_id.as_deref().unwrap().as_bytes();
-        let key = index_key(Field::RunId, run, s.timestamp_us, &ids[3]);
+        let key = index_key(Field::RunId, run, s.numbers.timestamp_us, &ids[3]);
         edit(&store, |txn, dbs| assert!(dbs.index.delete(txn, &key).unwrap()));
         let report = check(store.core()).unwrap();
         assert!(!report.ok());
@@ -411,7 +411,7 @@ mod tests {
             &["summaries[", &to_hex(&ids[3]), "index[", &to_hex(&key), "missing"]
         ));
         // An orphan key makes the counts equal again; both are still found.
-        let ghost = index_key(Field::RunId, b"ghost", s.timestamp_us, &ids[3]);
+        let ghost = index_key(Field::RunId, b"ghost", s.numbers.timestamp_us, &ids[3]);
         edit(&store, |txn, dbs| dbs.index.put(txn, &ghost, &[]).unwrap());
         let report = check(store.core()).unwrap();
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
@@ -429,7 +429,7 @@ mod tests {
         for key in s.index_keys(&ids[5]) {
             assert!(has(&report, &["index[", &to_hex(&key), "no live summary"]));
         }
-        let by_time = to_hex(&time_key(s.timestamp_us, &ids[5]));
+        let by_time = to_hex(&time_key(s.numbers.timestamp_us, &ids[5]));
         assert!(has(&report, &["by_time[", &by_time, "no live summary"]));
         assert_eq!(report.problems.len(), 1 + 4 + 1, "{:?}", report.problems);
     }
@@ -466,7 +466,7 @@ mod tests {
         edit(&store, |txn, dbs| {
             for id in &ids {
                 let s = Summary::decode(dbs.summaries.get(txn, id).unwrap().unwrap()).unwrap();
-                dbs.by_time.delete(txn, &time_key(s.timestamp_us, id)).unwrap();
+                dbs.by_time.delete(txn, &time_key(s.numbers.timestamp_us, id)).unwrap();
             }
         });
         let report = check(store.core()).unwrap();

@@ -1274,23 +1274,23 @@ fn write_trace_summary(out: &mut Vec<u8>, id: &TraceId, summary: &Summary) {
         write_str(out, framework);
     }
     key(out, "timestamp");
-    let micros = summary.timestamp_us;
+    let micros = summary.numbers.timestamp_us;
     let nanos = micros.rem_euclid(1_000_000) as u32 * 1_000;
     Timestamp { secs: micros.div_euclid(1_000_000), nanos }.write_ext(out);
-    if let Some(status) = summary.status {
+    if let Some(status) = summary.numbers.status {
         key(out, "status");
         write_str(out, status.name());
     }
     key(out, "has_errors");
     write_bool(out, summary.has_errors());
-    if let Some(latency) = summary.latency_ms {
+    if let Some(latency) = summary.numbers.latency_ms {
         key(out, "latency_ms");
         write_f64(out, latency);
     }
     let tokens = [
-        ("prompt_tokens", summary.prompt_tokens),
-        ("completion_tokens", summary.completion_tokens),
-        ("total_tokens", summary.total_tokens),
+        ("prompt_tokens", summary.numbers.prompt_tokens),
+        ("completion_tokens", summary.numbers.completion_tokens),
+        ("total_tokens", summary.numbers.total_tokens),
     ];
     let reported = tokens.iter().filter(|(_, value)| value.is_some()).count();
     if reported > 0 {
@@ -1304,7 +1304,7 @@ fn write_trace_summary(out: &mut Vec<u8>, id: &TraceId, summary: &Summary) {
         }
         finish_map(out, usage, reported);
     }
-    if let Some(cost) = summary.cost_usd {
+    if let Some(cost) = summary.numbers.cost_usd {
         key(out, "cost_usd");
         write_f64(out, cost);
     }
@@ -1320,7 +1320,7 @@ fn write_trace_summary(out: &mut Vec<u8>, id: &TraceId, summary: &Summary) {
         }
     }
     key(out, "span_count");
-    write_uint(out, u64::from(summary.span_count));
+    write_uint(out, u64::from(summary.numbers.span_count));
     if !summary.tags.is_empty() {
         key(out, "tags");
         write_array_header(out, summary.tags.len() as u32);
@@ -1626,21 +1626,23 @@ mod tests {
         let agents = agent_pool();
         let agent = agents[(rng.below(12) * rng.below(13) / 12) as usize].clone();
         Summary {
-            timestamp_us,
-            status: match rng.below(4) {
-                0 => None,
-                1 => Some(Status::Running),
-                2 => Some(Status::Succeeded),
-                _ => Some(Status::Failed),
+            numbers: Numbers {
+                timestamp_us,
+                status: match rng.below(4) {
+                    0 => None,
+                    1 => Some(Status::Running),
+                    2 => Some(Status::Succeeded),
+                    _ => Some(Status::Failed),
+                },
+                errors_logged: some(rng, 15),
+                cost_usd: some(rng, 70).then(|| rng.below(2048) as f64 / 1024.0),
+                prompt_tokens: some(rng, 60).then(|| rng.below(5000)),
+                completion_tokens: some(rng, 60).then(|| rng.below(2000)),
+                total_tokens: some(rng, 50).then(|| rng.below(7000)),
+                span_count: rng.below(20) as u32,
+                // Coarse grids give ties; multiples of 1/1024 add up exactly in any order.
+                latency_ms: some(rng, 80).then(|| rng.below(300) as f64 * 2.5),
             },
-            errors_logged: some(rng, 15),
-            // Coarse grids give ties; multiples of 1/1024 add up exactly in any order.
-            latency_ms: some(rng, 80).then(|| rng.below(300) as f64 * 2.5),
-            cost_usd: some(rng, 70).then(|| rng.below(2048) as f64 / 1024.0),
-            prompt_tokens: some(rng, 60).then(|| rng.below(5000)),
-            completion_tokens: some(rng, 60).then(|| rng.below(2000)),
-            total_tokens: some(rng, 50).then(|| rng.below(7000)),
-            span_count: rng.below(20) as u32,
             agent_name: agent,
             framework: some(rng, 70).then(|| rng.pick(&FRAMEWORKS).to_string()),
             run_id: some(rng, 60).then(|| rng.pick(&run_pool()).clone()),
@@ -1653,7 +1655,7 @@ mod tests {
     fn random_traces(rng: &mut Rng, n: usize) -> Vec<(TraceId, Summary)> {
         let mut traces: Vec<(TraceId, Summary)> = Vec::with_capacity(n);
         for _ in 0..n {
-            let previous = traces.last().map_or(BASE_US, |(_, s)| s.timestamp_us);
+            let previous = traces.last().map_or(BASE_US, |(_, s)| s.numbers.timestamp_us);
             traces.push((rng.id(), random_summary(rng, previous)));
         }
         traces
@@ -1688,14 +1690,18 @@ mod tests {
                     s.session_id.as_ref().is_some_and(|x| v.contains(x))
                 }
                 ("tag", Want::Texts(v)) => s.tags.iter().any(|t| v.contains(t)),
-                ("status", Want::Statuses(v)) => s.status.is_some_and(|x| v.contains(&x)),
+                ("status", Want::Statuses(v)) => s.numbers.status.is_some_and(|x| v.contains(&x)),
                 ("has_errors", Want::Bool(b)) => s.has_errors() == *b,
-                ("since", Want::Instant(us, _)) => s.timestamp_us >= *us,
-                ("until", Want::Instant(us, _)) => s.timestamp_us < *us,
-                ("min_cost_usd", Want::Number(x)) => s.cost_usd.is_some_and(|c| c >= *x),
-                ("max_cost_usd", Want::Number(x)) => s.cost_usd.is_some_and(|c| c <= *x),
-                ("min_latency_ms", Want::Number(x)) => s.latency_ms.is_some_and(|c| c >= *x),
-                ("max_latency_ms", Want::Number(x)) => s.latency_ms.is_some_and(|c| c <= *x),
+                ("since", Want::Instant(us, _)) => s.numbers.timestamp_us >= *us,
+                ("until", Want::Instant(us, _)) => s.numbers.timestamp_us < *us,
+                ("min_cost_usd", Want::Number(x)) => s.numbers.cost_usd.is_some_and(|c| c >= *x),
+                ("max_cost_usd", Want::Number(x)) => s.numbers.cost_usd.is_some_and(|c| c <= *x),
+                ("min_latency_ms", Want::Number(x)) => {
+                    s.numbers.latency_ms.is_some_and(|c| c >= *x)
+                }
+                ("max_latency_ms", Want::Number(x)) => {
+                    s.numbers.latency_ms.is_some_and(|c| c <= *x)
+                }
                 other => panic!("model cannot check {other:?}"),
             })
         }
@@ -1765,7 +1771,7 @@ mod tests {
         }
         for name in ["since", "until"] {
             if rng.chance(20) {
-                let at = rng.pick(traces).1.timestamp_us + rng.below(3) as i64 - 1;
+                let at = rng.pick(traces).1.numbers.timestamp_us + rng.below(3) as i64 - 1;
                 let form = rng.below(3) as u8;
                 model.0.push((name, Want::Instant(at, form)));
             }
@@ -1786,7 +1792,7 @@ mod tests {
 
     fn by_time_order(matches: &[(TraceId, Summary)], descending: bool) -> Vec<TraceId> {
         let mut keys: Vec<(TimeKey, TraceId)> =
-            matches.iter().map(|(id, s)| (time_key(s.timestamp_us, id), *id)).collect();
+            matches.iter().map(|(id, s)| (time_key(s.numbers.timestamp_us, id), *id)).collect();
         keys.sort();
         if descending {
             keys.reverse();
@@ -1802,7 +1808,7 @@ mod tests {
         let mut present: Vec<(f64, TimeKey, TraceId)> = Vec::new();
         let mut absent: Vec<(TimeKey, TraceId)> = Vec::new();
         for (id, s) in matches {
-            let key = time_key(s.timestamp_us, id);
+            let key = time_key(s.numbers.timestamp_us, id);
             match value(s) {
                 Some(v) => present.push((v, key, *id)),
                 None => absent.push((key, *id)),
@@ -1822,9 +1828,9 @@ mod tests {
         let errors = matches.iter().filter(|s| s.has_errors()).count() as u64;
         let sum =
             |f: fn(&Summary) -> Option<u64>| V::Int(matches.iter().filter_map(|s| f(s)).sum());
-        let costs: Vec<f64> = matches.iter().filter_map(|s| s.cost_usd).collect();
+        let costs: Vec<f64> = matches.iter().filter_map(|s| s.numbers.cost_usd).collect();
         let cost_sum: f64 = costs.iter().sum();
-        let mut latencies: Vec<f64> = matches.iter().filter_map(|s| s.latency_ms).collect();
+        let mut latencies: Vec<f64> = matches.iter().filter_map(|s| s.numbers.latency_ms).collect();
         latencies.sort_by(f64::total_cmp);
         let percentile = |p: usize| {
             if latencies.is_empty() {
@@ -1836,7 +1842,7 @@ mod tests {
         let mut hours: BTreeMap<i64, u64> = BTreeMap::new();
         let mut agents: BTreeMap<&str, u64> = BTreeMap::new();
         for s in matches {
-            *hours.entry(s.timestamp_us.div_euclid(MICROS_PER_HOUR)).or_default() += 1;
+            *hours.entry(s.numbers.timestamp_us.div_euclid(MICROS_PER_HOUR)).or_default() += 1;
             *agents.entry(&s.agent_name).or_default() += 1;
         }
         let mut top: Vec<(&str, u64)> = agents.into_iter().collect();
@@ -1848,7 +1854,7 @@ mod tests {
                 None => None,
                 Some("agent_name") => Some(s.agent_name.clone()),
                 Some("framework") => s.framework.clone(),
-                Some("status") => s.status.map(|x| x.name().to_string()),
+                Some("status") => s.numbers.status.map(|x| x.name().to_string()),
                 Some("run_id") => s.run_id.clone(),
                 Some("request_id") => s.request_id.clone(),
                 Some("session_id") => s.session_id.clone(),
@@ -1865,9 +1871,9 @@ mod tests {
                 "error_rate".into(),
                 V::Float(if count == 0 { 0.0 } else { errors as f64 / count as f64 }),
             ),
-            ("prompt_tokens".into(), sum(|s| s.prompt_tokens)),
-            ("completion_tokens".into(), sum(|s| s.completion_tokens)),
-            ("total_tokens".into(), sum(|s| s.total_tokens)),
+            ("prompt_tokens".into(), sum(|s| s.numbers.prompt_tokens)),
+            ("completion_tokens".into(), sum(|s| s.numbers.completion_tokens)),
+            ("total_tokens".into(), sum(|s| s.numbers.total_tokens)),
             ("cost_usd".into(), V::Float(cost_sum)),
             (
                 "mean_cost_usd".into(),
@@ -1929,11 +1935,15 @@ mod tests {
             let latency = walk_pages(store, &filters, "latency_ms", descending, limit);
             assert_eq!(
                 latency,
-                by_value_order(&expected, |s| s.latency_ms, descending),
+                by_value_order(&expected, |s| s.numbers.latency_ms, descending),
                 "{context}"
             );
             let cost = walk_pages(store, &filters, "cost_usd", descending, limit);
-            assert_eq!(cost, by_value_order(&expected, |s| s.cost_usd, descending), "{context}");
+            assert_eq!(
+                cost,
+                by_value_order(&expected, |s| s.numbers.cost_usd, descending),
+                "{context}"
+            );
         }
 
         let group_by = *rng.pick(&[
@@ -2013,7 +2023,14 @@ mod tests {
             .iter()
             .zip(at)
             .map(|(id, us)| {
-                (*id, Summary { timestamp_us: us, agent_name: "a".into(), ..Summary::default() })
+                (
+                    *id,
+                    Summary {
+                        numbers: Numbers { timestamp_us: us, ..Numbers::default() },
+                        agent_name: "a".into(),
+                        ..Summary::default()
+                    },
+                )
             })
             .collect();
         put(&store, &traces);
@@ -2203,7 +2220,7 @@ mod tests {
                     .map(|i| {
                         let mut s = random_summary(&mut rng, BASE_US);
                         s.agent_name = AGENTS[0].into();
-                        s.timestamp_us = match i {
+                        s.numbers.timestamp_us = match i {
                             0 => BASE_US + SPREAD_US as i64 + rng.below(1 << 30) as i64,
                             1 => BASE_US - rng.below(1 << 30) as i64,
                             _ => BASE_US + rng.below(SPREAD_US) as i64,
@@ -2231,7 +2248,7 @@ mod tests {
             (
                 [id; 16],
                 Summary {
-                    timestamp_us: i64::from(id),
+                    numbers: Numbers { timestamp_us: i64::from(id), ..Numbers::default() },
                     agent_name: "a".into(),
                     run_id: Some(run.into()),
                     ..Summary::default()
@@ -2259,15 +2276,17 @@ mod tests {
     fn trace_summaries_carry_what_was_reported_and_nothing_else() {
         let (_dir, store) = open_store();
         let full = Summary {
-            timestamp_us: 1_704_164_645_678_901,
-            status: Some(Status::Succeeded),
-            errors_logged: true,
-            latency_ms: Some(812.5),
-            cost_usd: Some(0.0031),
-            prompt_tokens: Some(1200),
-            completion_tokens: None,
-            total_tokens: Some(1300),
-            span_count: 6,
+            numbers: Numbers {
+                timestamp_us: 1_704_164_645_678_901,
+                status: Some(Status::Succeeded),
+                errors_logged: true,
+                latency_ms: Some(812.5),
+                cost_usd: Some(0.0031),
+                prompt_tokens: Some(1200),
+                completion_tokens: None,
+                total_tokens: Some(1300),
+                span_count: 6,
+            },
             agent_name: "support-bot".into(),
             framework: Some("langgraph".into()),
             run_id: Some("run-1".into()),
@@ -2275,7 +2294,11 @@ mod tests {
             session_id: Some("s".into()),
             tags: vec!["prod".into(), "eu".into()],
         };
-        let bare = Summary { timestamp_us: -1, agent_name: "b".into(), ..Summary::default() };
+        let bare = Summary {
+            numbers: Numbers { timestamp_us: -1, ..Numbers::default() },
+            agent_name: "b".into(),
+            ..Summary::default()
+        };
         put(&store, &[([1; 16], full), ([2; 16], bare)]);
         let page = PageRequest::new("timestamp", true, 10, None).unwrap();
         let out = read(&store, |txn, dbs| query(txn, dbs, &Filters::default(), &page)).unwrap();
@@ -2334,7 +2357,7 @@ mod tests {
     fn corrupt_stored_bytes_are_errors_not_panics() {
         let (_dir, store) = open_store();
         let good = Summary {
-            timestamp_us: 5,
+            numbers: Numbers { timestamp_us: 5, ..Numbers::default() },
             agent_name: "a".into(),
             run_id: Some("r".into()),
             tags: vec!["x".into()],
@@ -2421,7 +2444,7 @@ mod tests {
                     id[..8].copy_from_slice(&(timestamp_us as u64).to_be_bytes());
                     id[8..].copy_from_slice(&rng.next().to_be_bytes());
                     let mut s = random_summary(&mut rng, timestamp_us);
-                    s.timestamp_us = timestamp_us;
+                    s.numbers.timestamp_us = timestamp_us;
                     s.agent_name = format!("agent-{:02}", n % 20);
                     s.run_id = None;
                     (id, s)

@@ -121,14 +121,14 @@ impl Databases {
                     self.index.delete(txn, &key)?;
                 }
             }
-            if old.timestamp_us != new.timestamp_us {
-                self.by_time.delete(txn, &time_key(old.timestamp_us, trace_id))?;
+            if old.numbers.timestamp_us != new.numbers.timestamp_us {
+                self.by_time.delete(txn, &time_key(old.numbers.timestamp_us, trace_id))?;
             }
         }
         for key in &new_keys {
             self.index.put(txn, key, &[])?;
         }
-        self.by_time.put(txn, &time_key(new.timestamp_us, trace_id), &[])?;
+        self.by_time.put(txn, &time_key(new.numbers.timestamp_us, trace_id), &[])?;
         self.summaries.put(txn, trace_id, &new.encode())
     }
 
@@ -142,7 +142,7 @@ impl Databases {
         for key in old.index_keys(trace_id) {
             self.index.delete(txn, &key)?;
         }
-        self.by_time.delete(txn, &time_key(old.timestamp_us, trace_id))?;
+        self.by_time.delete(txn, &time_key(old.numbers.timestamp_us, trace_id))?;
         self.summaries.delete(txn, trace_id)?;
         Ok(())
     }
@@ -942,7 +942,10 @@ mod tests {
             .log(&trace(&[("agent_name", "bot"), ("trace_id", id), ("status", "running")]))
             .unwrap();
         store.flush(None).unwrap();
-        assert_eq!(summary_of(&store, &tid).unwrap().status, Some(crate::summary::Status::Running));
+        assert_eq!(
+            summary_of(&store, &tid).unwrap().numbers.status,
+            Some(crate::summary::Status::Running)
+        );
         let running = index_len(&store);
         store
             .log(&trace(&[
@@ -954,14 +957,18 @@ mod tests {
             .unwrap();
         store.flush(None).unwrap();
         let merged = summary_of(&store, &tid).unwrap();
-        assert_eq!(merged.status, Some(crate::summary::Status::Failed));
+        assert_eq!(merged.numbers.status, Some(crate::summary::Status::Failed));
         assert!(merged.has_errors());
         assert_eq!(merged.run_id.as_deref(), Some("r1"));
         // The status entry was replaced; has_errors and run_id entries were added.
         assert_eq!(index_len(&store), running + 2);
         let core = store.core();
-        let stale =
-            summary::index_key(summary::Field::Status, b"running", merged.timestamp_us, &tid);
+        let stale = summary::index_key(
+            summary::Field::Status,
+            b"running",
+            merged.numbers.timestamp_us,
+            &tid,
+        );
         let found = core.read(|txn| Ok(core.dbs.index.get(txn, &stale).unwrap().is_some()));
         assert!(!found.unwrap(), "the old status entry is gone");
     }

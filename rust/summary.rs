@@ -58,19 +58,8 @@ impl Status {
 /// What a query needs to know about a trace, without its spans and texts.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Summary {
-    /// Unix microseconds of the trace's `timestamp` (its first fragment's).
-    pub timestamp_us: i64,
-    pub status: Option<Status>,
-    /// A span with status_code ERROR or a tool call with an error was logged (status
-    /// `failed` counts too; see [`Summary::has_errors`]).
-    pub errors_logged: bool,
-    pub latency_ms: Option<f64>,
-    pub cost_usd: Option<f64>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-    pub total_tokens: Option<u64>,
-    /// Spans logged, summed over fragments (a re-sent span is counted again).
-    pub span_count: u32,
+    /// The fixed-offset part: timestamp, status, errors, latency, cost, tokens, span count.
+    pub numbers: Numbers,
     pub agent_name: String,
     pub framework: Option<String>,
     pub run_id: Option<String>,
@@ -82,7 +71,7 @@ pub struct Summary {
 impl Summary {
     /// SPEC: failed status, an ERROR span, or a tool call with an error.
     pub fn has_errors(&self) -> bool {
-        self.errors_logged || self.status == Some(Status::Failed)
+        self.numbers.has_errors()
     }
 
     /// Folds a newer fragment's summary into this one, with the rules `get()` uses: the newest
@@ -94,20 +83,21 @@ impl Summary {
                 old.clone_from(new);
             }
         }
-        newest(&mut self.status, &newer.status);
-        self.errors_logged |= newer.errors_logged;
-        newest(&mut self.latency_ms, &newer.latency_ms);
-        newest(&mut self.cost_usd, &newer.cost_usd);
+        let (mine, theirs) = (&mut self.numbers, &newer.numbers);
+        newest(&mut mine.status, &theirs.status);
+        mine.errors_logged |= theirs.errors_logged;
+        newest(&mut mine.latency_ms, &theirs.latency_ms);
+        newest(&mut mine.cost_usd, &theirs.cost_usd);
         // token_usage is one value in the merged view: a newer one replaces all three counts.
-        if newer.prompt_tokens.is_some()
-            || newer.completion_tokens.is_some()
-            || newer.total_tokens.is_some()
+        if theirs.prompt_tokens.is_some()
+            || theirs.completion_tokens.is_some()
+            || theirs.total_tokens.is_some()
         {
-            self.prompt_tokens = newer.prompt_tokens;
-            self.completion_tokens = newer.completion_tokens;
-            self.total_tokens = newer.total_tokens;
+            mine.prompt_tokens = theirs.prompt_tokens;
+            mine.completion_tokens = theirs.completion_tokens;
+            mine.total_tokens = theirs.total_tokens;
         }
-        self.span_count = self.span_count.saturating_add(newer.span_count);
+        mine.span_count = mine.span_count.saturating_add(theirs.span_count);
         newest(&mut self.framework, &newer.framework);
         newest(&mut self.run_id, &newer.run_id);
         newest(&mut self.request_id, &newer.request_id);
@@ -120,26 +110,27 @@ impl Summary {
     }
 
     pub fn encode(&self) -> Vec<u8> {
+        let n = &self.numbers;
         let mut out = Vec::with_capacity(NUMBERS + 64);
         let mut flags = 0;
         for (set, bit) in [
-            (self.errors_logged, HAS_ERRORS),
-            (self.latency_ms.is_some(), LATENCY),
-            (self.cost_usd.is_some(), COST),
-            (self.prompt_tokens.is_some(), PROMPT),
-            (self.completion_tokens.is_some(), COMPLETION),
-            (self.total_tokens.is_some(), TOTAL),
+            (n.errors_logged, HAS_ERRORS),
+            (n.latency_ms.is_some(), LATENCY),
+            (n.cost_usd.is_some(), COST),
+            (n.prompt_tokens.is_some(), PROMPT),
+            (n.completion_tokens.is_some(), COMPLETION),
+            (n.total_tokens.is_some(), TOTAL),
         ] {
             if set {
                 flags |= bit;
             }
         }
-        out.extend_from_slice(&[VERSION, flags, self.status.map_or(0, |s| s as u8), 0]);
-        out.extend_from_slice(&self.span_count.to_le_bytes());
-        out.extend_from_slice(&self.timestamp_us.to_le_bytes());
-        out.extend_from_slice(&self.latency_ms.unwrap_or(0.0).to_le_bytes());
-        out.extend_from_slice(&self.cost_usd.unwrap_or(0.0).to_le_bytes());
-        for tokens in [self.prompt_tokens, self.completion_tokens, self.total_tokens] {
+        out.extend_from_slice(&[VERSION, flags, n.status.map_or(0, |s| s as u8), 0]);
+        out.extend_from_slice(&n.span_count.to_le_bytes());
+        out.extend_from_slice(&n.timestamp_us.to_le_bytes());
+        out.extend_from_slice(&n.latency_ms.unwrap_or(0.0).to_le_bytes());
+        out.extend_from_slice(&n.cost_usd.unwrap_or(0.0).to_le_bytes());
+        for tokens in [n.prompt_tokens, n.completion_tokens, n.total_tokens] {
             out.extend_from_slice(&tokens.unwrap_or(0).to_le_bytes());
         }
         write_text(&mut out, Some(&self.agent_name));
@@ -171,30 +162,14 @@ impl Summary {
         if !rest.is_empty() {
             return Err(format!("{} unexpected bytes after the tags", rest.len()));
         }
-        Ok(Summary {
-            timestamp_us: numbers.timestamp_us,
-            status: numbers.status,
-            errors_logged: numbers.errors_logged,
-            latency_ms: numbers.latency_ms,
-            cost_usd: numbers.cost_usd,
-            prompt_tokens: numbers.prompt_tokens,
-            completion_tokens: numbers.completion_tokens,
-            total_tokens: numbers.total_tokens,
-            span_count: numbers.span_count,
-            agent_name,
-            framework,
-            run_id,
-            request_id,
-            session_id,
-            tags,
-        })
+        Ok(Summary { numbers, agent_name, framework, run_id, request_id, session_id, tags })
     }
 
     /// Every `index` key this summary is listed under (see [`index_key`]).
     pub fn index_keys(&self, trace_id: &TraceId) -> Vec<Vec<u8>> {
         let mut keys = Vec::with_capacity(8 + self.tags.len());
         let mut add = |field: Field, value: &[u8]| {
-            keys.push(index_key(field, value, self.timestamp_us, trace_id));
+            keys.push(index_key(field, value, self.numbers.timestamp_us, trace_id));
         };
         add(Field::AgentName, self.agent_name.as_bytes());
         let optional = [
@@ -208,7 +183,7 @@ impl Summary {
                 add(field, value.as_bytes());
             }
         }
-        if let Some(status) = self.status {
+        if let Some(status) = self.numbers.status {
             add(Field::Status, status.name().as_bytes());
         }
         if self.has_errors() {
@@ -234,18 +209,19 @@ impl Summary {
         };
         walk.trace().map_err(|e| e.to_string())?;
         let mut summary = walk.summary;
-        if summary.prompt_tokens.is_none()
-            && summary.completion_tokens.is_none()
-            && summary.total_tokens.is_none()
+        if summary.numbers.prompt_tokens.is_none()
+            && summary.numbers.completion_tokens.is_none()
+            && summary.numbers.total_tokens.is_none()
             && walk.spans_usage.reported
         {
             let usage = walk.spans_usage;
-            summary.prompt_tokens = Some(usage.prompt);
-            summary.completion_tokens = Some(usage.completion);
-            summary.total_tokens = Some(usage.total.unwrap_or(usage.prompt + usage.completion));
+            summary.numbers.prompt_tokens = Some(usage.prompt);
+            summary.numbers.completion_tokens = Some(usage.completion);
+            summary.numbers.total_tokens =
+                Some(usage.total.unwrap_or(usage.prompt + usage.completion));
         }
-        if summary.cost_usd.is_none() && walk.spans_usage.cost.is_some() {
-            summary.cost_usd = walk.spans_usage.cost;
+        if summary.numbers.cost_usd.is_none() && walk.spans_usage.cost.is_some() {
+            summary.numbers.cost_usd = walk.spans_usage.cost;
         }
         Ok(summary)
     }
@@ -332,9 +308,9 @@ impl<'a> FragmentWalk<'a> {
                 b"run_id" => self.summary.run_id = Some(self.text()?),
                 b"request_id" => self.summary.request_id = Some(self.text()?),
                 b"session_id" => self.summary.session_id = Some(self.text()?),
-                b"status" => self.summary.status = Status::parse(&self.text()?),
-                b"latency_ms" => self.summary.latency_ms = self.number()?,
-                b"cost_usd" => self.summary.cost_usd = self.number()?,
+                b"status" => self.summary.numbers.status = Status::parse(&self.text()?),
+                b"latency_ms" => self.summary.numbers.latency_ms = self.number()?,
+                b"cost_usd" => self.summary.numbers.cost_usd = self.number()?,
                 b"timestamp" => self.timestamp()?,
                 b"token_usage" => self.token_usage()?,
                 b"tags" => self.tags()?,
@@ -349,7 +325,7 @@ impl<'a> FragmentWalk<'a> {
     fn timestamp(&mut self) -> Result<(), DecodeError> {
         if let Token::Ext(TIMESTAMP_EXT, payload) = self.next()? {
             if let Some(at) = Timestamp::decode_ext(payload) {
-                self.summary.timestamp_us = at.as_micros();
+                self.summary.numbers.timestamp_us = at.as_micros();
             }
         }
         Ok(())
@@ -358,9 +334,9 @@ impl<'a> FragmentWalk<'a> {
     fn token_usage(&mut self) -> Result<(), DecodeError> {
         for _ in 0..self.map_len()?.unwrap_or(0) {
             match self.key()? {
-                b"prompt_tokens" => self.summary.prompt_tokens = self.count()?,
-                b"completion_tokens" => self.summary.completion_tokens = self.count()?,
-                b"total_tokens" => self.summary.total_tokens = self.count()?,
+                b"prompt_tokens" => self.summary.numbers.prompt_tokens = self.count()?,
+                b"completion_tokens" => self.summary.numbers.completion_tokens = self.count()?,
+                b"total_tokens" => self.summary.numbers.total_tokens = self.count()?,
                 _ => self.reader.skip_value()?,
             }
         }
@@ -381,7 +357,7 @@ impl<'a> FragmentWalk<'a> {
         for _ in 0..self.array_len()?.unwrap_or(0) {
             for _ in 0..self.map_len()?.unwrap_or(0) {
                 if self.key()? == b"error" {
-                    self.summary.errors_logged = true;
+                    self.summary.numbers.errors_logged = true;
                 }
                 self.reader.skip_value()?;
             }
@@ -391,7 +367,7 @@ impl<'a> FragmentWalk<'a> {
 
     fn spans(&mut self) -> Result<(), DecodeError> {
         for _ in 0..self.array_len()?.unwrap_or(0) {
-            self.summary.span_count = self.summary.span_count.saturating_add(1);
+            self.summary.numbers.span_count = self.summary.numbers.span_count.saturating_add(1);
             let mut llm = false;
             let mut usage = SpansUsage::default();
             for _ in 0..self.map_len()?.unwrap_or(0) {
@@ -399,7 +375,7 @@ impl<'a> FragmentWalk<'a> {
                     b"kind" => llm = self.text()? == "LLM",
                     b"status_code" => {
                         if self.text()? == "ERROR" {
-                            self.summary.errors_logged = true;
+                            self.summary.numbers.errors_logged = true;
                         }
                     }
                     b"attributes" => usage = self.usage_attributes()?,
@@ -591,15 +567,17 @@ mod tests {
 
     fn full() -> Summary {
         Summary {
-            timestamp_us: 1_750_000_000_123_456,
-            status: Some(Status::Failed),
-            errors_logged: false,
-            latency_ms: Some(812.5),
-            cost_usd: Some(0.0031),
-            prompt_tokens: Some(1200),
-            completion_tokens: Some(0),
-            total_tokens: Some(1200),
-            span_count: 6,
+            numbers: Numbers {
+                timestamp_us: 1_750_000_000_123_456,
+                status: Some(Status::Failed),
+                errors_logged: false,
+                latency_ms: Some(812.5),
+                cost_usd: Some(0.0031),
+                prompt_tokens: Some(1200),
+                completion_tokens: Some(0),
+                total_tokens: Some(1200),
+                span_count: 6,
+            },
             agent_name: "support-bot".into(),
             framework: Some("langgraph".into()),
             run_id: Some("run-1".into()),
@@ -615,8 +593,8 @@ mod tests {
             let bytes = summary.encode();
             assert_eq!(Summary::decode(&bytes).unwrap(), summary);
             let numbers = Numbers::read(&bytes).unwrap();
-            assert_eq!(numbers.latency_ms, summary.latency_ms);
-            assert_eq!(numbers.completion_tokens, summary.completion_tokens);
+            assert_eq!(numbers.latency_ms, summary.numbers.latency_ms);
+            assert_eq!(numbers.completion_tokens, summary.numbers.completion_tokens);
             assert_eq!(numbers.has_errors(), summary.has_errors());
         }
         assert!(full().has_errors(), "failed status counts as an error");
@@ -624,26 +602,32 @@ mod tests {
 
     #[test]
     fn merging_keeps_first_identity_and_takes_newest_values() {
-        let mut merged = Summary { status: Some(Status::Running), ..full() };
+        let mut merged = Summary {
+            numbers: Numbers { status: Some(Status::Running), ..full().numbers },
+            ..full()
+        };
         let newer = Summary {
-            timestamp_us: 9,
-            status: Some(Status::Succeeded),
-            errors_logged: true,
-            latency_ms: None,
-            cost_usd: Some(1.0),
-            span_count: 2,
+            numbers: Numbers {
+                timestamp_us: 9,
+                status: Some(Status::Succeeded),
+                errors_logged: true,
+                latency_ms: None,
+                cost_usd: Some(1.0),
+                span_count: 2,
+                ..Numbers::default()
+            },
             agent_name: "other".into(),
             request_id: Some("req".into()),
             tags: vec!["eu".into(), "beta".into()],
             ..Summary::default()
         };
         merged.merge(&newer);
-        assert_eq!(merged.timestamp_us, full().timestamp_us);
+        assert_eq!(merged.numbers.timestamp_us, full().numbers.timestamp_us);
         assert_eq!(merged.agent_name, "support-bot");
-        assert_eq!(merged.status, Some(Status::Succeeded));
-        assert!(merged.errors_logged);
-        assert_eq!((merged.latency_ms, merged.cost_usd), (Some(812.5), Some(1.0)));
-        assert_eq!(merged.span_count, 8);
+        assert_eq!(merged.numbers.status, Some(Status::Succeeded));
+        assert!(merged.numbers.errors_logged);
+        assert_eq!((merged.numbers.latency_ms, merged.numbers.cost_usd), (Some(812.5), Some(1.0)));
+        assert_eq!(merged.numbers.span_count, 8);
         assert_eq!(merged.request_id.as_deref(), Some("req"));
         assert_eq!(merged.tags, ["prod", "eu", "beta"]);
     }
@@ -676,17 +660,21 @@ mod tests {
         .unwrap();
         let summary = Summary::of_fragment(&input.bytes).unwrap();
         assert_eq!(summary.agent_name, "bot");
-        assert_eq!(summary.timestamp_us, 1_750_000_000_000_000);
-        assert_eq!(summary.status, Some(Status::Succeeded));
-        assert_eq!(summary.span_count, 2);
-        assert!(summary.errors_logged, "the tool call has an error");
+        assert_eq!(summary.numbers.timestamp_us, 1_750_000_000_000_000);
+        assert_eq!(summary.numbers.status, Some(Status::Succeeded));
+        assert_eq!(summary.numbers.span_count, 2);
+        assert!(summary.numbers.errors_logged, "the tool call has an error");
         assert_eq!(summary.tags, ["a", "b"]);
         // No trace-level usage: summed from the LLM span only.
         assert_eq!(
-            (summary.prompt_tokens, summary.completion_tokens, summary.total_tokens),
+            (
+                summary.numbers.prompt_tokens,
+                summary.numbers.completion_tokens,
+                summary.numbers.total_tokens
+            ),
             (Some(10), Some(5), Some(15))
         );
-        assert_eq!(summary.cost_usd, Some(0.25));
+        assert_eq!(summary.numbers.cost_usd, Some(0.25));
     }
 
     /// {agent_name, status, tags, tool_calls:[{tool_name, error}], spans:[LLM with usage, TOOL
