@@ -7,6 +7,7 @@ use heed::{RoTxn, WithoutTls};
 
 use crate::error::{Error, Result};
 use crate::ids::{to_hex, TraceId};
+use crate::merge::MergeState;
 use crate::msgpack::{begin_map, finish_map, write_array_header, write_str, write_uint};
 use crate::store::{parse_seq_key, Core};
 use crate::summary::{parse_time_key, time_key, Summary};
@@ -93,6 +94,7 @@ impl Checker<'_, '_> {
         let (mut pointers, traces) = self.fragments()?;
         self.records(&mut pointers)?;
         let expected = self.summaries(&traces)?;
+        self.merges(&traces)?;
         self.index(&expected)?;
         self.by_time(&expected)?;
         if self.unlisted > 0 {
@@ -228,6 +230,22 @@ impl Checker<'_, '_> {
             self.problem(format!("fragments[{}] has no summaries entry", to_hex(missing)));
         }
         Ok(expected)
+    }
+
+    /// Every merge state decodes and belongs to a trace that has fragments.
+    fn merges(&mut self, traces: &[TraceId]) -> Result<()> {
+        let fail = |e| Error::storage("checking merge states", e);
+        for entry in self.core.dbs.merges.iter(self.txn).map_err(fail)? {
+            let (key, value) = entry.map_err(fail)?;
+            let listed = TraceId::try_from(key).is_ok_and(|id| traces.binary_search(&id).is_ok());
+            if !listed {
+                self.problem(format!("merges[{}] belongs to no trace", to_hex(key)));
+            }
+            if let Err(why) = MergeState::decode(value) {
+                self.problem(format!("merges[{}] does not decode: {why}", to_hex(key)));
+            }
+        }
+        Ok(())
     }
 
     fn summary_keys(
@@ -432,6 +450,20 @@ mod tests {
         let by_time = to_hex(&time_key(s.numbers.timestamp_us, &ids[5]));
         assert!(has(&report, &["by_time[", &by_time, "no live summary"]));
         assert_eq!(report.problems.len(), 1 + 4 + 1, "{:?}", report.problems);
+    }
+
+    #[test]
+    fn stray_or_broken_merge_states_are_reported() {
+        let (_dir, store, ids) = logged(3);
+        let stray = [9u8; 16];
+        edit(&store, |txn, dbs| {
+            dbs.merges.put(txn, &stray, &MergeState::default().encode()).unwrap();
+            dbs.merges.put(txn, &ids[1], b"\x07junk").unwrap();
+        });
+        let report = check(store.core()).unwrap();
+        assert!(has(&report, &["merges[", &to_hex(&stray), "belongs to no trace"]));
+        assert!(has(&report, &["merges[", &to_hex(&ids[1]), "does not decode"]));
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod error;
 pub mod fork;
 pub mod ids;
+pub mod merge;
 pub mod msgpack;
 pub mod query;
 pub mod schema;

@@ -40,6 +40,9 @@ pub struct Canonical {
     /// The trace's id, as given or as minted for it.
     pub trace_id: TraceId,
     pub bytes: Vec<u8>,
+    /// When the caller named the trace (only then can a fragment be sent again): a 128-bit
+    /// hash of the bytes it sent for this trace, by which the writer drops exact re-sends.
+    pub resend_key: Option<u128>,
 }
 
 /// Validates and canonicalizes one trace; the input must be a msgpack map.
@@ -516,6 +519,8 @@ struct Walker<'a, 'e> {
     /// `errors.len()` when this trace started.
     first_error: usize,
     trace_id: Option<TraceId>,
+    /// Whether `trace_id` was minted here rather than given by the caller.
+    minted_id: bool,
     /// The trace's `timestamp` once read.
     trace_ts: Option<Timestamp>,
     /// Secrets redacted from this trace: the one source of the `redactions` field.
@@ -547,6 +552,7 @@ fn walk(
         errors,
         first_error,
         trace_id: None,
+        minted_id: false,
         trace_ts: None,
         redactions: 0,
         spans: Vec::new(),
@@ -560,7 +566,8 @@ fn walk(
     }
     Ok(match w.trace_id {
         Some(trace_id) if w.errors.len() == first_error => {
-            Some(Canonical { trace_id, bytes: w.out })
+            let resend_key = (!w.minted_id).then(|| xxhash_rust::xxh3::xxh3_128(input));
+            Some(Canonical { trace_id, bytes: w.out, resend_key })
         }
         _ => None,
     })
@@ -801,6 +808,7 @@ impl<'a> Walker<'a, '_> {
         if written & TraceField::TraceId.bit() == 0 {
             let id = ids::new_trace_id();
             self.trace_id = Some(id);
+            self.minted_id = true;
             self.write_minted_id("trace_id", &id);
             count += 1;
         }
@@ -1837,7 +1845,12 @@ mod tests {
     fn ok(input: &[u8]) -> V {
         let canonical = run(input).unwrap_or_else(|e| panic!("unexpected errors: {e:?}"));
         let again = run(&canonical.bytes).expect("canonical output must be valid input");
-        assert_eq!(again, canonical, "canonical output must be a fixed point");
+        assert_eq!(
+            (again.trace_id, &again.bytes),
+            (canonical.trace_id, &canonical.bytes),
+            "canonical output must be a fixed point"
+        );
+        assert!(again.resend_key.is_some(), "the canonical record names its trace");
         decode(&canonical.bytes)
     }
 
@@ -3100,8 +3113,10 @@ mod tests {
         let mut check = |input: &[u8]| {
             if let Ok(canonical) = canonicalize(input, &limits, NOW) {
                 accepted += 1;
-                let again = canonicalize(&canonical.bytes, &limits, NOW);
-                assert_eq!(again.as_ref(), Ok(&canonical), "not a fixed point: {input:02x?}");
+                let again = canonicalize(&canonical.bytes, &limits, NOW)
+                    .map(|again| (again.trace_id, again.bytes));
+                let expected = (canonical.trace_id, canonical.bytes);
+                assert_eq!(again, Ok(expected), "not a fixed point: {input:02x?}");
             }
         };
         for i in 0..200_000 {

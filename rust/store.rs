@@ -22,6 +22,7 @@ use crate::codec::{self, Dictionary};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::{to_hex, TraceId};
+use crate::merge::{self, MergeState};
 use crate::query::{self, Filters, PageRequest};
 use crate::schema::{self, Limits};
 use crate::summary::{time_key, Summary};
@@ -102,6 +103,8 @@ pub struct Databases {
     pub by_time: Database<Bytes, Bytes>,
     /// [`summary::index_key`] -> empty: traces by field value, then timestamp.
     pub index: Database<Bytes, Bytes>,
+    /// 16-byte trace id -> its [`MergeState`], for traces that may be logged in fragments.
+    pub merges: Database<Bytes, Bytes>,
 }
 
 impl Databases {
@@ -232,6 +235,33 @@ impl Core {
         codec::decode(value, dictionary.as_deref()).map_err(|why| {
             Error::Corrupt(format!("records[{}] does not decode: {why}", to_hex(key)))
         })
+    }
+
+    /// The merge state of a stored trace: as kept in `merges`, or rebuilt from its fragments
+    /// (a trace first logged under a minted id has none until it is updated).
+    pub fn merge_state(&self, txn: &RoTxn<WithoutTls>, trace_id: &TraceId) -> Result<MergeState> {
+        let fail = |e| Error::storage("reading a trace's merge state", e);
+        if let Some(bytes) = self.dbs.merges.get(txn, trace_id).map_err(fail)? {
+            // An undecodable state is rebuilt below (`check` reports it).
+            if let Ok(state) = MergeState::decode(bytes) {
+                return Ok(state);
+            }
+        }
+        let mut state = MergeState::default();
+        for entry in
+            self.dbs.fragments.get_duplicates(txn, trace_id).map_err(fail)?.into_iter().flatten()
+        {
+            let (_, key) = entry.map_err(fail)?;
+            let value = self.dbs.records.get(txn, key).map_err(fail)?.ok_or_else(|| {
+                Error::Corrupt(format!("records[{}] is listed but missing", to_hex(key)))
+            })?;
+            let canonical = self.decode_record(txn, key, value)?;
+            let (_, contribution) = Summary::of_fragment(&canonical).map_err(|why| {
+                Error::Corrupt(format!("records[{}] is not a trace: {why}", to_hex(key)))
+            })?;
+            state.fold(&contribution, None);
+        }
+        Ok(state)
     }
 
     /// Doubles the map after MDB_MAP_FULL.
@@ -376,7 +406,9 @@ impl Store {
         let record = schema::canonicalize(payload, &self.options.limits, Timestamp::now())
             .map_err(Error::Validation)?;
         let id = record.trace_id;
-        self.append(writer, vec![pending(record)?])?;
+        let records = vec![pending(record)?];
+        self.check_updates(&records)?;
+        self.append(writer, records)?;
         Ok(id)
     }
 
@@ -386,9 +418,20 @@ impl Store {
         let records = schema::canonicalize_many(payload, &self.options.limits, Timestamp::now())
             .map_err(Error::Validation)?;
         let ids = records.iter().map(|r| r.trace_id).collect();
-        let pending = records.into_iter().map(pending).collect::<Result<_>>()?;
+        let pending: Vec<_> = records.into_iter().map(pending).collect::<Result<_>>()?;
+        self.check_updates(&pending)?;
         self.append(writer, pending)?;
         Ok(ids)
+    }
+
+    /// Refuses updates that break SPEC §4's rules against what is committed, so the caller
+    /// gets the error from `log()`. The writer checks again when it writes (an update queued
+    /// meanwhile may decide it); only traces the caller named can be updates.
+    fn check_updates(&self, records: &[Pending]) -> Result<()> {
+        if records.iter().all(|record| record.resend_key.is_none()) {
+            return Ok(());
+        }
+        self.env.core.read(|txn| check_updates(&self.env.core.dbs, txn, records))
     }
 
     fn append(&self, writer: &Writer, mut records: Vec<Pending>) -> Result<()> {
@@ -528,9 +571,60 @@ impl Store {
 /// A validated record with its summary, ready for the writer. The summary is read on the
 /// caller's thread: callers run in parallel, the writer does not.
 fn pending(record: schema::Canonical) -> Result<Pending> {
-    let summary = Summary::of_fragment(&record.bytes)
+    let (summary, contribution) = Summary::of_fragment(&record.bytes)
         .map_err(|why| Error::Storage(format!("summarizing a validated trace failed: {why}")))?;
-    Ok(Pending { trace_id: record.trace_id, bytes: record.bytes, encoded: false, summary })
+    Ok(Pending {
+        trace_id: record.trace_id,
+        bytes: record.bytes,
+        encoded: false,
+        summary,
+        contribution,
+        resend_key: record.resend_key,
+    })
+}
+
+/// Checks fragments, in order, against SPEC §4's update rules: each against its trace as
+/// stored and as updated by the fragments before it. Exact re-sends are skipped (the writer
+/// drops them). For a batch, error paths name the element (`[2].status`).
+pub fn check_updates(dbs: &Databases, txn: &RoTxn<WithoutTls>, records: &[Pending]) -> Result<()> {
+    let fail = |e| Error::storage("reading a trace's summary", e);
+    // Traces updated earlier in this batch, with their merged summary so far.
+    let mut batch: Vec<(TraceId, Summary, Vec<u128>)> = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let Some(key) = record.resend_key else { continue };
+        let known = match batch.iter().position(|(id, ..)| *id == record.trace_id) {
+            Some(at) => Some(at),
+            None => {
+                let stored = dbs.summaries.get(txn, &record.trace_id).map_err(fail)?;
+                let Some(summary) = stored.and_then(|bytes| Summary::decode(bytes).ok()) else {
+                    batch.push((record.trace_id, record.summary.clone(), vec![key]));
+                    continue;
+                };
+                let resends = match dbs.merges.get(txn, &record.trace_id).map_err(fail)? {
+                    Some(bytes) => MergeState::decode(bytes).unwrap_or_default().resends().to_vec(),
+                    None => Vec::new(),
+                };
+                batch.push((record.trace_id, summary, resends));
+                Some(batch.len() - 1)
+            }
+        };
+        let Some(at) = known else { continue };
+        let (_, merged, resends) = &mut batch[at];
+        if resends.contains(&key) {
+            continue;
+        }
+        merge::check_update(merged, &record.summary).map_err(|mut errors| {
+            if records.len() > 1 {
+                for error in &mut errors {
+                    error.path = format!("[{i}].{}", error.path);
+                }
+            }
+            Error::Validation(errors)
+        })?;
+        merged.merge(&record.summary);
+        resends.push(key);
+    }
+    Ok(())
 }
 
 /// Creates the store directory owner-only (0700) and returns its canonical path.
@@ -607,6 +701,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Databases> {
         summaries: env.create_database(&mut txn, Some("summaries")).map_err(fail)?,
         by_time: env.create_database(&mut txn, Some("by_time")).map_err(fail)?,
         index: env.create_database(&mut txn, Some("index")).map_err(fail)?,
+        merges: env.create_database(&mut txn, Some("merges")).map_err(fail)?,
     };
     match dbs.meta.get(&txn, b"format").map_err(fail)? {
         None => dbs.meta.put(&mut txn, b"format", FORMAT).map_err(fail)?,
@@ -640,6 +735,7 @@ fn open_databases(env: &Env<WithoutTls>) -> Result<Databases> {
         summaries: open("summaries")?,
         by_time: open("by_time")?,
         index: open("index")?,
+        merges: open("merges")?,
     };
     match dbs.meta.get(&txn, b"format").map_err(fail)? {
         Some(found) => check_format(found)?,

@@ -6,6 +6,7 @@
 //! million traces reads them without parsing strings.
 
 use crate::ids::TraceId;
+use crate::merge::{Contribution, SpanFact, Tokens};
 use crate::msgpack::{DecodeError, Reader, Token, TIMESTAMP_EXT};
 use crate::time::Timestamp;
 
@@ -76,28 +77,17 @@ impl Summary {
 
     /// Folds a newer fragment's summary into this one, with the rules `get()` uses: the newest
     /// value that was set wins, except the first fragment's timestamp and agent name; tags
-    /// are a union; errors and span counts accumulate.
+    /// are a union. The numbers derived from spans and usage (span count, errors logged,
+    /// tokens, cost) are not merged here: they come from the trace's
+    /// [`MergeState`](crate::merge::MergeState), which knows which spans were re-sent.
     pub fn merge(&mut self, newer: &Summary) {
         fn newest<T: Clone>(old: &mut Option<T>, new: &Option<T>) {
             if new.is_some() {
                 old.clone_from(new);
             }
         }
-        let (mine, theirs) = (&mut self.numbers, &newer.numbers);
-        newest(&mut mine.status, &theirs.status);
-        mine.errors_logged |= theirs.errors_logged;
-        newest(&mut mine.latency_ms, &theirs.latency_ms);
-        newest(&mut mine.cost_usd, &theirs.cost_usd);
-        // token_usage is one value in the merged view: a newer one replaces all three counts.
-        if theirs.prompt_tokens.is_some()
-            || theirs.completion_tokens.is_some()
-            || theirs.total_tokens.is_some()
-        {
-            mine.prompt_tokens = theirs.prompt_tokens;
-            mine.completion_tokens = theirs.completion_tokens;
-            mine.total_tokens = theirs.total_tokens;
-        }
-        mine.span_count = mine.span_count.saturating_add(theirs.span_count);
+        newest(&mut self.numbers.status, &newer.numbers.status);
+        newest(&mut self.numbers.latency_ms, &newer.numbers.latency_ms);
         newest(&mut self.framework, &newer.framework);
         newest(&mut self.run_id, &newer.run_id);
         newest(&mut self.request_id, &newer.request_id);
@@ -198,49 +188,39 @@ impl Summary {
 
 impl Summary {
     /// The summary of one fragment, read from its canonical msgpack (already validated, so
-    /// anything unexpected is an error, not a panic). Spans count; an ERROR span or a tool
-    /// call with an error marks errors; when the fragment reports no token usage or cost,
-    /// the `gen_ai.usage.*` attributes of its LLM spans are summed instead (SPEC §3).
-    pub fn of_fragment(canonical: &[u8]) -> Result<Summary, String> {
+    /// anything unexpected is an error, not a panic), and what the fragment contributes to a
+    /// merged trace. The summary's derived numbers are this fragment's alone: spans count; an
+    /// ERROR span or a tool call with an error marks errors; when the fragment reports no
+    /// token usage or cost, the `gen_ai.usage.*` attributes of its LLM spans are summed.
+    pub fn of_fragment(canonical: &[u8]) -> Result<(Summary, Contribution), String> {
         let mut walk = FragmentWalk {
             reader: Reader::new(canonical),
             summary: Summary::default(),
-            spans_usage: SpansUsage::default(),
+            contribution: Contribution::default(),
         };
         walk.trace().map_err(|e| e.to_string())?;
-        let mut summary = walk.summary;
-        if summary.numbers.prompt_tokens.is_none()
-            && summary.numbers.completion_tokens.is_none()
-            && summary.numbers.total_tokens.is_none()
-            && walk.spans_usage.reported
+        let FragmentWalk { mut summary, mut contribution, .. } = walk;
+        let numbers = &summary.numbers;
+        if numbers.prompt_tokens.is_some()
+            || numbers.completion_tokens.is_some()
+            || numbers.total_tokens.is_some()
         {
-            let usage = walk.spans_usage;
-            summary.numbers.prompt_tokens = Some(usage.prompt);
-            summary.numbers.completion_tokens = Some(usage.completion);
-            summary.numbers.total_tokens =
-                Some(usage.total.unwrap_or(usage.prompt + usage.completion));
+            contribution.tokens = Some(Tokens {
+                prompt: numbers.prompt_tokens,
+                completion: numbers.completion_tokens,
+                total: numbers.total_tokens,
+            });
         }
-        if summary.numbers.cost_usd.is_none() && walk.spans_usage.cost.is_some() {
-            summary.numbers.cost_usd = walk.spans_usage.cost;
-        }
-        Ok(summary)
+        contribution.cost = numbers.cost_usd;
+        contribution.apply(&mut summary.numbers);
+        Ok((summary, contribution))
     }
-}
-
-/// Token usage and cost found on LLM spans.
-#[derive(Default, Clone, Copy)]
-struct SpansUsage {
-    reported: bool,
-    prompt: u64,
-    completion: u64,
-    total: Option<u64>,
-    cost: Option<f64>,
 }
 
 struct FragmentWalk<'a> {
     reader: Reader<'a>,
     summary: Summary,
-    spans_usage: SpansUsage,
+    contribution: Contribution,
 }
 
 impl<'a> FragmentWalk<'a> {
@@ -357,7 +337,7 @@ impl<'a> FragmentWalk<'a> {
         for _ in 0..self.array_len()?.unwrap_or(0) {
             for _ in 0..self.map_len()?.unwrap_or(0) {
                 if self.key()? == b"error" {
-                    self.summary.numbers.errors_logged = true;
+                    self.contribution.tool_errors = true;
                 }
                 self.reader.skip_value()?;
             }
@@ -367,62 +347,63 @@ impl<'a> FragmentWalk<'a> {
 
     fn spans(&mut self) -> Result<(), DecodeError> {
         for _ in 0..self.array_len()?.unwrap_or(0) {
-            self.summary.numbers.span_count = self.summary.numbers.span_count.saturating_add(1);
+            let mut span = SpanFact::default();
             let mut llm = false;
-            let mut usage = SpansUsage::default();
+            let mut usage = (None, None);
             for _ in 0..self.map_len()?.unwrap_or(0) {
                 match self.key()? {
+                    b"span_id" => span.id = self.span_id()?,
                     b"kind" => llm = self.text()? == "LLM",
-                    b"status_code" => {
-                        if self.text()? == "ERROR" {
-                            self.summary.numbers.errors_logged = true;
-                        }
-                    }
+                    b"status_code" => span.error = self.text()? == "ERROR",
                     b"attributes" => usage = self.usage_attributes()?,
                     _ => self.reader.skip_value()?,
                 }
             }
-            if llm && (usage.reported || usage.cost.is_some()) {
-                let sum = &mut self.spans_usage;
-                sum.reported |= usage.reported;
-                sum.prompt += usage.prompt;
-                sum.completion += usage.completion;
-                if let Some(total) = usage.total {
-                    sum.total = Some(sum.total.unwrap_or(0) + total);
-                }
-                if let Some(cost) = usage.cost {
-                    sum.cost = Some(sum.cost.unwrap_or(0.0) + cost);
-                }
+            if llm {
+                (span.tokens, span.cost) = usage;
             }
+            self.contribution.spans.push(span);
         }
         Ok(())
     }
 
-    /// OpenTelemetry GenAI names (`input_tokens`/`output_tokens`) and the older
-    /// `prompt_tokens`/`completion_tokens`; cost as `gen_ai.usage.cost` or `..._usd`.
-    fn usage_attributes(&mut self) -> Result<SpansUsage, DecodeError> {
-        let mut usage = SpansUsage::default();
-        for _ in 0..self.map_len()?.unwrap_or(0) {
-            match self.key()? {
-                b"gen_ai.usage.input_tokens" | b"gen_ai.usage.prompt_tokens" => {
-                    usage.prompt += self.count()?.unwrap_or(0);
-                    usage.reported = true;
-                }
-                b"gen_ai.usage.output_tokens" | b"gen_ai.usage.completion_tokens" => {
-                    usage.completion += self.count()?.unwrap_or(0);
-                    usage.reported = true;
-                }
-                b"gen_ai.usage.total_tokens" => {
-                    usage.total = self.count()?;
-                    usage.reported = true;
-                }
-                b"gen_ai.usage.cost" | b"gen_ai.usage.cost_usd" => {
-                    usage.cost = self.number()?.filter(|c| c.is_finite() && *c >= 0.0);
-                }
-                _ => self.reader.skip_value()?,
+    /// A span id as its 8 bytes (canonical ids are 16 lowercase hex characters).
+    fn span_id(&mut self) -> Result<[u8; 8], DecodeError> {
+        let text = self.text()?;
+        let mut id = [0; 8];
+        if text.len() == 16 {
+            for (byte, pair) in id.iter_mut().zip(text.as_bytes().chunks(2)) {
+                let pair = std::str::from_utf8(pair).unwrap_or("");
+                *byte = u8::from_str_radix(pair, 16).unwrap_or(0);
             }
         }
-        Ok(usage)
+        Ok(id)
+    }
+
+    /// OpenTelemetry GenAI names (`input_tokens`/`output_tokens`) and the older
+    /// `prompt_tokens`/`completion_tokens`; cost as `gen_ai.usage.cost` or `..._usd`.
+    fn usage_attributes(&mut self) -> Result<(Option<Tokens>, Option<f64>), DecodeError> {
+        let (mut tokens, mut reported, mut cost) = (Tokens::default(), false, None);
+        for _ in 0..self.map_len()?.unwrap_or(0) {
+            let count = match self.key()? {
+                b"gen_ai.usage.input_tokens" | b"gen_ai.usage.prompt_tokens" => &mut tokens.prompt,
+                b"gen_ai.usage.output_tokens" | b"gen_ai.usage.completion_tokens" => {
+                    &mut tokens.completion
+                }
+                b"gen_ai.usage.total_tokens" => &mut tokens.total,
+                b"gen_ai.usage.cost" | b"gen_ai.usage.cost_usd" => {
+                    cost = self.number()?.filter(|c| c.is_finite() && *c >= 0.0);
+                    continue;
+                }
+                _ => {
+                    self.reader.skip_value()?;
+                    continue;
+                }
+            };
+            *count = self.count()?;
+            reported |= count.is_some();
+        }
+        Ok((reported.then_some(tokens), cost))
     }
 }
 
@@ -625,9 +606,10 @@ mod tests {
         assert_eq!(merged.numbers.timestamp_us, full().numbers.timestamp_us);
         assert_eq!(merged.agent_name, "support-bot");
         assert_eq!(merged.numbers.status, Some(Status::Succeeded));
-        assert!(merged.numbers.errors_logged);
-        assert_eq!((merged.numbers.latency_ms, merged.numbers.cost_usd), (Some(812.5), Some(1.0)));
-        assert_eq!(merged.numbers.span_count, 8);
+        assert_eq!(merged.numbers.latency_ms, Some(812.5));
+        // Derived numbers are the merge state's business (merge.rs), not merged here.
+        assert!(!merged.numbers.errors_logged);
+        assert_eq!((merged.numbers.cost_usd, merged.numbers.span_count), (Some(0.0031), 6));
         assert_eq!(merged.request_id.as_deref(), Some("req"));
         assert_eq!(merged.tags, ["prod", "eu", "beta"]);
     }
@@ -658,8 +640,10 @@ mod tests {
             Timestamp { secs: 1_750_000_000, nanos: 0 },
         )
         .unwrap();
-        let summary = Summary::of_fragment(&input.bytes).unwrap();
+        let (summary, contribution) = Summary::of_fragment(&input.bytes).unwrap();
         assert_eq!(summary.agent_name, "bot");
+        assert_eq!(contribution.spans.len(), 2);
+        assert!(contribution.tool_errors && contribution.tokens.is_none());
         assert_eq!(summary.numbers.timestamp_us, 1_750_000_000_000_000);
         assert_eq!(summary.numbers.status, Some(Status::Succeeded));
         assert_eq!(summary.numbers.span_count, 2);

@@ -18,7 +18,8 @@ use crate::codec::{self, Dictionary, Encoder};
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::TraceId;
-use crate::store::{parse_seq_key, seq_key, Core, Databases};
+use crate::merge::{Contribution, MergeState};
+use crate::store::{check_updates, parse_seq_key, seq_key, Core, Databases};
 use crate::summary::Summary;
 use crate::time::Timestamp;
 
@@ -31,6 +32,10 @@ pub struct Pending {
     pub encoded: bool,
     /// What this fragment adds to the trace's summary.
     pub summary: Summary,
+    /// What it adds to the trace's merge state, if the trace has several fragments.
+    pub contribution: Contribution,
+    /// Set when the caller named the trace: identifies an exact re-send.
+    pub resend_key: Option<u128>,
 }
 
 /// Where a caller waits for the outcome of its job.
@@ -79,6 +84,8 @@ enum Job {
         records: Vec<Pending>,
         fsync: bool,
         done: Option<Arc<Completion>>,
+        /// Set by the writer when an update breaks SPEC §4's rules: nothing of it is stored.
+        refused: Option<Error>,
     },
     Flush(Arc<Completion>),
     /// Remove these traces; completes with how many existed.
@@ -224,7 +231,7 @@ impl Writer {
     /// when `fsync`), sharing that commit with whatever else was queued meanwhile.
     pub fn append(&self, records: Vec<Pending>, fsync: bool, wait: bool) -> Result<()> {
         let done = wait.then(Completion::new);
-        self.queue.push(Job::Append { records, fsync, done: done.clone() })?;
+        self.queue.push(Job::Append { records, fsync, done: done.clone(), refused: None })?;
         match done {
             Some(done) => done.wait(None).map(|_| ()),
             None => Ok(()),
@@ -360,12 +367,24 @@ impl WriterLoop {
         }
         for job in jobs {
             match job {
-                Job::Append { done: Some(done), .. } => done.complete(outcome.clone().map(|()| 0)),
+                Job::Append { done, refused, .. } => {
+                    let outcome = match (refused, &outcome) {
+                        (Some(refusal), Ok(())) => Err(refusal.clone()),
+                        _ => outcome.clone(),
+                    };
+                    match (done, outcome) {
+                        (Some(done), outcome) => done.complete(outcome.map(|()| 0)),
+                        (None, Err(err)) => {
+                            self.unreported.get_or_insert(err);
+                        }
+                        (None, Ok(())) => {}
+                    }
+                }
                 Job::Flush(done) => done.complete(match self.unreported.take() {
                     Some(err) => Err(err),
                     None => Ok(0),
                 }),
-                Job::Append { done: None, .. } | Job::Delete(..) => {}
+                Job::Delete(..) => {}
             }
         }
     }
@@ -450,32 +469,45 @@ impl WriterLoop {
         self.adopt_trained_dictionary();
         let dictionary = self.core.active_dictionary();
         let mut fsync = false;
-        let mut values = Vec::new();
-        for job in jobs {
+        let mut any = false;
+        for job in jobs.iter_mut() {
             if let Job::Append { records, fsync: wants, .. } = job {
                 fsync |= *wants;
                 for record in records.iter_mut() {
-                    let value = self.encode(record, dictionary.as_deref());
-                    values.push((record.trace_id, value, std::mem::take(&mut record.summary)));
+                    record.bytes = self.encode(record, dictionary.as_deref());
+                    record.encoded = true;
+                    any = true;
                 }
             }
         }
-        if values.is_empty() {
+        if !any {
             return Ok(());
         }
         self.set_no_sync(!fsync)?;
+        let core = Arc::clone(&self.core);
         self.write("writing a batch of traces", |dbs, txn| {
             // Read the last key inside the transaction: other processes append to this store.
             let mut seq = match dbs.records.last(txn)? {
                 Some((key, _)) => parse_seq_key(key).unwrap_or(0),
                 None => 0,
             };
-            for (trace_id, value, summary) in &values {
-                seq += 1;
-                let key = seq_key(seq);
-                dbs.records.put_with_flags(txn, PutFlags::APPEND, &key, value)?;
-                dbs.fragments.put(txn, trace_id, &key)?;
-                update_summary(dbs, txn, trace_id, summary)?;
+            for job in jobs.iter_mut() {
+                let Job::Append { records, refused, .. } = job else { continue };
+                *refused = None;
+                // All or nothing per call, as validation is.
+                if records.iter().any(|record| record.resend_key.is_some()) {
+                    match check_updates(dbs, txn, records) {
+                        Ok(()) => {}
+                        Err(err @ Error::Validation(_)) => {
+                            *refused = Some(err);
+                            continue;
+                        }
+                        Err(err) => return Err(Failure::Other(err)),
+                    }
+                }
+                for record in records.iter() {
+                    write_fragment(&core, dbs, txn, &mut seq, record)?;
+                }
             }
             Ok(())
         })
@@ -524,7 +556,7 @@ impl WriterLoop {
                 Some((key, _)) => key.try_into().map_or(0, u32::from_be_bytes) + 1,
                 None => 1,
             };
-            dbs.dicts.put(txn, &id.to_be_bytes(), &raw)
+            Ok(dbs.dicts.put(txn, &id.to_be_bytes(), &raw)?)
         });
         if stored.is_ok() {
             self.core.activate(Arc::new(Dictionary::new(id, &raw)));
@@ -536,20 +568,25 @@ impl WriterLoop {
     fn write(
         &self,
         context: &str,
-        mut fill: impl FnMut(&crate::store::Databases, &mut RwTxn) -> heed::Result<()>,
+        mut fill: impl FnMut(&Databases, &mut RwTxn) -> std::result::Result<(), Failure>,
     ) -> Result<()> {
         loop {
             let attempt = {
                 let _no_resize = self.core.resize_guard();
-                self.core.env().write_txn().and_then(|mut txn| {
+                self.core.env().write_txn().map_err(Failure::Lmdb).and_then(|mut txn| {
                     fill(&self.core.dbs, &mut txn)?;
-                    txn.commit()
+                    txn.commit().map_err(Failure::Lmdb)
                 })
             };
             match attempt {
-                Err(heed::Error::Mdb(heed::MdbError::MapFull)) => self.core.grow_map()?,
-                Err(heed::Error::Mdb(heed::MdbError::MapResized)) => self.core.adopt_map_size()?,
-                Err(err) => return Err(Error::storage(context, err)),
+                Err(Failure::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull))) => {
+                    self.core.grow_map()?
+                }
+                Err(Failure::Lmdb(heed::Error::Mdb(heed::MdbError::MapResized))) => {
+                    self.core.adopt_map_size()?
+                }
+                Err(Failure::Lmdb(err)) => return Err(Error::storage(context, err)),
+                Err(Failure::Other(err)) => return Err(err),
                 Ok(()) => return Ok(()),
             }
         }
@@ -569,26 +606,63 @@ impl WriterLoop {
     }
 }
 
-/// Folds a fragment's summary into its trace's (reading what this transaction already wrote,
-/// so several fragments of one trace in a batch merge in order) and re-indexes the trace.
-fn update_summary(
+/// Why a write transaction failed: LMDB (some failures are retried), or reading what is
+/// stored (a record that does not decode).
+enum Failure {
+    Lmdb(heed::Error),
+    Other(Error),
+}
+
+impl From<heed::Error> for Failure {
+    fn from(err: heed::Error) -> Self {
+        Failure::Lmdb(err)
+    }
+}
+
+/// Appends one fragment and folds it into its trace's summary and merge state (reading what
+/// this transaction already wrote, so fragments of one trace in a batch merge in order), then
+/// re-indexes the trace. An exact re-send of a stored fragment is dropped.
+fn write_fragment(
+    core: &Core,
     dbs: &Databases,
     txn: &mut RwTxn,
-    trace_id: &TraceId,
-    fragment: &Summary,
-) -> heed::Result<()> {
+    seq: &mut u64,
+    record: &Pending,
+) -> std::result::Result<(), Failure> {
+    let id = &record.trace_id;
     // An undecodable stored summary is replaced rather than blocking every later write;
     // `check` reports the index entries it may leave behind.
-    let old = dbs.summaries.get(txn, trace_id)?.and_then(|bytes| Summary::decode(bytes).ok());
-    let merged = match &old {
-        Some(old) => {
-            let mut merged = old.clone();
-            merged.merge(fragment);
-            merged
+    let old = dbs.summaries.get(txn, id)?.and_then(|bytes| Summary::decode(bytes).ok());
+    let (merged, state) = match &old {
+        None => {
+            let state = record.resend_key.map(|key| {
+                let mut state = MergeState::default();
+                state.fold(&record.contribution, Some(key));
+                state
+            });
+            (record.summary.clone(), state)
         }
-        None => fragment.clone(),
+        Some(old) => {
+            let mut state = core.merge_state(txn, id).map_err(Failure::Other)?;
+            if record.resend_key.is_some_and(|key| state.is_resend(key)) {
+                return Ok(());
+            }
+            state.fold(&record.contribution, record.resend_key);
+            let mut merged = old.clone();
+            merged.merge(&record.summary);
+            state.apply(&mut merged.numbers);
+            (merged, Some(state))
+        }
     };
-    dbs.put_summary(txn, trace_id, old.as_ref(), &merged)
+    *seq += 1;
+    let key = seq_key(*seq);
+    dbs.records.put_with_flags(txn, PutFlags::APPEND, &key, &record.bytes)?;
+    dbs.fragments.put(txn, id, &key)?;
+    if let Some(state) = state {
+        dbs.merges.put(txn, id, &state.encode())?;
+    }
+    dbs.put_summary(txn, id, old.as_ref(), &merged)?;
+    Ok(())
 }
 
 /// Removes one trace's records, fragment index, summary and index entries; false if it had
@@ -604,6 +678,7 @@ fn remove_trace(dbs: &Databases, txn: &mut RwTxn, trace_id: &TraceId) -> heed::R
         dbs.records.delete(txn, key)?;
     }
     let had_fragments = dbs.fragments.delete(txn, trace_id)?;
+    dbs.merges.delete(txn, trace_id)?;
     let summary = dbs.summaries.get(txn, trace_id)?.map(Summary::decode);
     let had_summary = summary.is_some();
     match summary {

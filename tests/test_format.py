@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -349,3 +350,85 @@ def test_records_compressed_with_a_trained_dictionary_decode_per_the_page(
     for tid, record in records.items():
         assert record.dictionary_id == 1
         assert msgspec.msgpack.decode(record.decoded(), type=Trace) == expected[tid]
+
+
+def parse_token_block(raw: bytes, at: int) -> tuple[dict[str, int], int]:
+    flags, at = raw[at], at + 1
+    counts = {}
+    for bit, name in [(1, "prompt"), (2, "completion"), (3, "total")]:
+        if flags >> bit & 1:
+            counts[name] = int.from_bytes(raw[at : at + 8], "little")
+            at += 8
+    return counts, at
+
+
+def parse_merge_state(raw: bytes) -> dict[str, Any]:
+    """A `merges` value, read as docs/format.md lays it out."""
+    assert raw[0] == 1, "version"
+    flags, at = raw[1], 2
+    state: dict[str, Any] = {"tool_errors": bool(flags & 1), "tokens": None, "cost": None}
+    if flags >> 1 & 1:
+        state["tokens"], at = parse_token_block(raw, at)
+    if flags >> 2 & 1:
+        (state["cost"],) = struct.unpack_from("<d", raw, at)
+        at += 8
+    spans = []
+    count, at = int.from_bytes(raw[at : at + 4], "little"), at + 4
+    for _ in range(count):
+        span_id, span_flags = raw[at : at + 8].hex(), raw[at + 8]
+        at += 9
+        span: dict[str, Any] = {"id": span_id, "error": bool(span_flags & 1)}
+        if span_flags >> 5 & 1:
+            span["tokens"], at = parse_token_block(raw, at)
+        if span_flags >> 4 & 1:
+            (span["cost"],) = struct.unpack_from("<d", raw, at)
+            at += 8
+        spans.append(span)
+    state["spans"] = spans
+    resends = int.from_bytes(raw[at : at + 4], "little")
+    at += 4
+    state["resend_keys"] = [raw[at + 16 * i : at + 16 * (i + 1)] for i in range(resends)]
+    assert at + 16 * resends == len(raw), "nothing follows the resend keys"
+    return state
+
+
+def test_merge_states_decode_per_the_page(store: flightlog.Store, store_path: Path) -> None:
+    usage = {
+        "gen_ai.usage.input_tokens": 7,
+        "gen_ai.usage.output_tokens": 3,
+        "gen_ai.usage.cost": 0.5,
+    }
+    store.log(
+        agent_name="a",
+        trace_id=TID,
+        spans=[
+            Span(name="b", span_id="00000000000000b2", status_code="ERROR"),
+            Span(name="a", span_id="00000000000000a1", kind="LLM", attributes=usage),
+        ],
+    )
+    store.log(
+        agent_name="a",
+        trace_id=TID,
+        token_usage=TokenUsage(prompt_tokens=1, completion_tokens=2),
+        tool_calls=[ToolCall(tool_name="t", error="boom")],
+    )
+    store.close()
+
+    with lmdb_env(store_path) as env:
+        merges = env.open_db(b"merges", create=False)
+        with env.begin(db=merges) as txn:
+            entries = {bytes(k): bytes(v) for k, v in txn.cursor(db=merges)}
+    assert list(entries) == [bytes.fromhex(TID)]
+    state = parse_merge_state(entries[bytes.fromhex(TID)])
+    assert state["tool_errors"] and state["cost"] is None
+    assert state["tokens"] == {"prompt": 1, "completion": 2, "total": 3}
+    assert state["spans"] == [
+        {
+            "id": "00000000000000a1",
+            "error": False,
+            "tokens": {"prompt": 7, "completion": 3},
+            "cost": 0.5,
+        },
+        {"id": "00000000000000b2", "error": True},
+    ]
+    assert len(state["resend_keys"]) == 2 and all(len(k) == 16 for k in state["resend_keys"])

@@ -589,12 +589,6 @@ def test_later_fragment_without_a_value_keeps_the_earlier_value(store: flightlog
     assert (got.output, got.cost_usd, got.status) == ("kept", 0.5, "failed")
 
 
-def test_the_first_fragments_agent_name_is_kept(store: flightlog.Store) -> None:
-    store.log(agent_name="draft-bot", trace_id=TID)
-    store.log(agent_name="support-bot", trace_id=TID)
-    assert read_back(store, TID).agent_name == "draft-bot"
-
-
 def test_each_fragment_is_one_record(store: flightlog.Store, store_path: Path) -> None:
     for i in range(4):
         store.log(agent_name="a", trace_id=TID, input=str(i))
