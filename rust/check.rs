@@ -8,7 +8,9 @@ use heed::{RoTxn, WithoutTls};
 use crate::error::{Error, Result};
 use crate::ids::{to_hex, TraceId};
 use crate::merge::MergeState;
-use crate::msgpack::{begin_map, finish_map, write_array_header, write_str, write_uint};
+use crate::msgpack::{
+    begin_map, finish_map, write_array_header, write_bool, write_str, write_uint,
+};
 use crate::store::{parse_seq_key, Core};
 use crate::summary::{parse_time_key, time_key, Summary};
 
@@ -41,7 +43,7 @@ impl CheckReport {
             Vec::with_capacity(64 + self.problems.iter().map(|p| p.len() + 3).sum::<usize>());
         let map = begin_map(&mut out, 5);
         write_str(&mut out, "ok");
-        out.push(if self.ok() { 0xc3 } else { 0xc2 });
+        write_bool(&mut out, self.ok());
         for (key, value) in [
             ("traces", self.traces),
             ("records", self.records),

@@ -334,6 +334,22 @@ pub fn write_array_header(out: &mut Vec<u8>, items: u32) {
 }
 
 /// Appends a non-negative integer with the shortest form.
+pub fn write_nil(out: &mut Vec<u8>) {
+    out.push(0xc0);
+}
+
+pub fn write_bool(out: &mut Vec<u8>, value: bool) {
+    out.push(if value { 0xc3 } else { 0xc2 });
+}
+
+/// A float64, or nil when absent.
+pub fn write_optional_f64(out: &mut Vec<u8>, value: Option<f64>) {
+    match value {
+        Some(value) => write_f64(out, value),
+        None => write_nil(out),
+    }
+}
+
 pub fn write_uint(out: &mut Vec<u8>, value: u64) {
     match value {
         0..=0x7f => out.push(value as u8),

@@ -17,24 +17,18 @@ use heed::{Database, RoTxn, WithoutTls};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{to_hex, TraceId};
 use crate::msgpack::{
-    begin_map, finish_map, write_array_header, write_f64, write_str, write_uint, DecodeError,
-    Reader, Token, TIMESTAMP_EXT,
+    begin_map, finish_map, write_array_header, write_bool, write_f64, write_nil,
+    write_optional_f64, write_str, write_uint, DecodeError, Reader, Token, TIMESTAMP_EXT,
 };
 use crate::store::Databases;
-use crate::summary::{index_prefix, time_key, Field, Numbers, Status, Summary};
-use crate::time::Timestamp;
+use crate::summary::{index_prefix, is_hashed, time_key, Field, Numbers, Status, Summary, Texts};
+use crate::time::{hour_label, Timestamp};
 
 /// A `by_time` key, also the tail of every `index` key: flipped timestamp, then trace id.
 type TimeKey = [u8; 24];
 
 /// The most items one page may hold.
 const MAX_LIMIT: i64 = 1000;
-/// Where a summary's strings start: after its fixed-offset numbers (docs/format.md).
-const TEXTS_AT: usize = 56;
-/// A summary string length meaning "not reported".
-const ABSENT_TEXT: u16 = u16::MAX;
-/// The value-key byte that marks a hashed (over-long) value in an index prefix.
-const HASHED: u8 = 0xff;
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 const TOP_AGENTS: usize = 10;
 
@@ -289,7 +283,7 @@ impl Filters {
                     }
                     found
                 }
-                other => texts.get(other).is_some_and(hit),
+                other => text_of(texts, other).is_some_and(hit),
             };
             if !found {
                 return Ok(false);
@@ -476,7 +470,7 @@ impl<'f> Plan<'f> {
             Some(Driver::HasErrors) => vec![index_prefix(Field::HasErrors, &[1])],
         };
         // A hashed prefix may collide with another value's: such a driver is checked again.
-        let hashed = prefixes.iter().any(|prefix| prefix.get(1) == Some(&HASHED));
+        let hashed = prefixes.iter().any(|prefix| is_hashed(prefix));
         let settled = driver.filter(|_| !hashed);
         Plan { filters, prefixes, settled, window: Window::of(filters) }
     }
@@ -654,65 +648,16 @@ impl Merged<'_> {
     }
 }
 
-/// The strings of a stored summary, borrowed from the transaction: decoding a whole
-/// [`Summary`] would allocate for every trace that `stats` or a string filter visits.
-struct Texts<'t> {
-    agent_name: &'t [u8],
-    /// framework, run_id, request_id, session_id.
-    optional: [Option<&'t [u8]>; 4],
-    /// The tag count and the tags, read lazily by [`Texts::tags`].
-    tags: &'t [u8],
-}
-
-impl<'t> Texts<'t> {
-    fn read(summary: &'t [u8]) -> std::result::Result<Texts<'t>, String> {
-        let mut rest = summary.get(TEXTS_AT..).ok_or("the summary is truncated")?;
-        let agent_name = read_text(&mut rest)?.ok_or("the summary has no agent name")?;
-        let mut optional = [None; 4];
-        for slot in &mut optional {
-            *slot = read_text(&mut rest)?;
-        }
-        Ok(Texts { agent_name, optional, tags: rest })
+/// A single-valued field's bytes in a summary's texts.
+fn text_of<'t>(texts: &Texts<'t>, field: TextField) -> Option<&'t [u8]> {
+    match field {
+        TextField::AgentName => Some(texts.agent_name),
+        TextField::Framework => texts.optional[0],
+        TextField::RunId => texts.optional[1],
+        TextField::RequestId => texts.optional[2],
+        TextField::SessionId => texts.optional[3],
+        TextField::Tag => None,
     }
-
-    /// A single-valued field's bytes.
-    fn get(&self, field: TextField) -> Option<&'t [u8]> {
-        match field {
-            TextField::AgentName => Some(self.agent_name),
-            TextField::Framework => self.optional[0],
-            TextField::RunId => self.optional[1],
-            TextField::RequestId => self.optional[2],
-            TextField::SessionId => self.optional[3],
-            TextField::Tag => None,
-        }
-    }
-
-    fn tags(
-        &self,
-    ) -> std::result::Result<impl Iterator<Item = std::result::Result<&'t [u8], String>>, String>
-    {
-        let mut rest = self.tags;
-        let count = read_u16(&mut rest)?;
-        Ok((0..count).map(move |_| {
-            read_text(&mut rest).and_then(|tag| tag.ok_or_else(|| "a tag is absent".into()))
-        }))
-    }
-}
-
-fn read_u16(rest: &mut &[u8]) -> std::result::Result<u16, String> {
-    let (head, tail) = rest.split_first_chunk::<2>().ok_or("the summary is truncated")?;
-    *rest = tail;
-    Ok(u16::from_le_bytes(*head))
-}
-
-fn read_text<'t>(rest: &mut &'t [u8]) -> std::result::Result<Option<&'t [u8]>, String> {
-    let len = read_u16(rest)?;
-    if len == ABSENT_TEXT {
-        return Ok(None);
-    }
-    let (text, tail) = rest.split_at_checked(usize::from(len)).ok_or("the summary is truncated")?;
-    *rest = tail;
-    Ok(Some(text))
 }
 
 /// What a page is sorted by.
@@ -1203,7 +1148,9 @@ pub fn stats(
         let group = match group_by {
             None => None,
             Some(GroupBy::Status) => numbers.status.map(Status::name),
-            Some(GroupBy::Text(field)) => texts.get(field).map(|v| utf8(id, v)).transpose()?,
+            Some(GroupBy::Text(field)) => {
+                text_of(&texts, field).map(|v| utf8(id, v)).transpose()?
+            }
         };
         if let Some(group) = group {
             groups.entry(group).or_default().add(&numbers, agent);
@@ -1217,44 +1164,6 @@ pub fn stats(
 
 fn utf8<'t>(id: &TraceId, bytes: &'t [u8]) -> Result<&'t str> {
     std::str::from_utf8(bytes).map_err(|_| corrupt(id, "a summary string is not UTF-8"))
-}
-
-/// `YYYY-MM-DDTHH:00:00Z` of an hour counted from the epoch.
-fn hour_label(hour: i64) -> String {
-    let (day, hour_of_day) = (hour.div_euclid(24), hour.rem_euclid(24));
-    let (year, month, day) = civil_from_days(day);
-    format!("{year:04}-{month:02}-{day:02}T{hour_of_day:02}:00:00Z")
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, the inverse of the one in `time.rs`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day)
-}
-
-fn write_nil(out: &mut Vec<u8>) {
-    out.push(0xc0);
-}
-
-fn write_bool(out: &mut Vec<u8>, value: bool) {
-    out.push(if value { 0xc3 } else { 0xc2 });
-}
-
-fn write_optional_f64(out: &mut Vec<u8>, value: Option<f64>) {
-    match value {
-        Some(value) => write_f64(out, value),
-        None => write_nil(out),
-    }
 }
 
 /// A TraceSummary map; keys whose value was not reported are left out.

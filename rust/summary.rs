@@ -138,21 +138,31 @@ impl Summary {
     /// Inverse of [`Summary::encode`]; never panics on arbitrary bytes.
     pub fn decode(bytes: &[u8]) -> Result<Summary, String> {
         let numbers = Numbers::read(bytes)?;
-        let mut rest = &bytes[NUMBERS..];
-        let agent_name = read_text(&mut rest)?.ok_or("the summary has no agent name")?;
-        let framework = read_text(&mut rest)?;
-        let run_id = read_text(&mut rest)?;
-        let request_id = read_text(&mut rest)?;
-        let session_id = read_text(&mut rest)?;
+        let texts = Texts::read(bytes)?;
+        let owned = |text: &[u8]| {
+            String::from_utf8(text.to_vec()).map_err(|_| "a summary string is not UTF-8")
+        };
+        let optional = |text: Option<&[u8]>| text.map(owned).transpose();
+        let [framework, run_id, request_id, session_id] = texts.optional;
+        let mut tags = Vec::new();
+        let mut rest = texts.tags;
         let count = read_u16(&mut rest)?;
-        let mut tags = Vec::with_capacity(usize::from(count).min(rest.len() / 2));
+        tags.reserve(usize::from(count).min(rest.len() / 2));
         for _ in 0..count {
-            tags.push(read_text(&mut rest)?.ok_or("a tag is marked absent")?);
+            tags.push(owned(read_text(&mut rest)?.ok_or("a tag is marked absent")?)?);
         }
         if !rest.is_empty() {
             return Err(format!("{} unexpected bytes after the tags", rest.len()));
         }
-        Ok(Summary { numbers, agent_name, framework, run_id, request_id, session_id, tags })
+        Ok(Summary {
+            numbers,
+            agent_name: owned(texts.agent_name)?,
+            framework: optional(framework)?,
+            run_id: optional(run_id)?,
+            request_id: optional(request_id)?,
+            session_id: optional(session_id)?,
+            tags,
+        })
     }
 
     /// Every `index` key this summary is listed under (see [`index_key`]).
@@ -468,20 +478,50 @@ fn write_text(out: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
+/// The strings of a stored summary, borrowed: decoding a whole [`Summary`] would allocate
+/// for every trace that `stats` or a string filter visits.
+pub struct Texts<'t> {
+    pub agent_name: &'t [u8],
+    /// framework, run_id, request_id, session_id.
+    pub optional: [Option<&'t [u8]>; 4],
+    /// The tag count and the tags, read by [`Texts::tags`].
+    tags: &'t [u8],
+}
+
+impl<'t> Texts<'t> {
+    pub fn read(summary: &'t [u8]) -> Result<Texts<'t>, String> {
+        let mut rest = summary.get(NUMBERS..).ok_or("the summary is truncated")?;
+        let agent_name = read_text(&mut rest)?.ok_or("the summary has no agent name")?;
+        let mut optional = [None; 4];
+        for slot in &mut optional {
+            *slot = read_text(&mut rest)?;
+        }
+        Ok(Texts { agent_name, optional, tags: rest })
+    }
+
+    pub fn tags(&self) -> Result<impl Iterator<Item = Result<&'t [u8], String>>, String> {
+        let mut rest = self.tags;
+        let count = read_u16(&mut rest)?;
+        Ok((0..count).map(move |_| {
+            read_text(&mut rest).and_then(|tag| tag.ok_or_else(|| "a tag is absent".into()))
+        }))
+    }
+}
+
 fn read_u16(rest: &mut &[u8]) -> Result<u16, String> {
     let (head, tail) = rest.split_first_chunk::<2>().ok_or("the summary is truncated")?;
     *rest = tail;
     Ok(u16::from_le_bytes(*head))
 }
 
-fn read_text(rest: &mut &[u8]) -> Result<Option<String>, String> {
+fn read_text<'t>(rest: &mut &'t [u8]) -> Result<Option<&'t [u8]>, String> {
     let len = read_u16(rest)?;
     if len == ABSENT {
         return Ok(None);
     }
-    let bytes = rest.get(..usize::from(len)).ok_or("the summary is truncated")?;
-    *rest = &rest[usize::from(len)..];
-    String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| "a summary string is not UTF-8".into())
+    let (text, tail) = rest.split_at_checked(usize::from(len)).ok_or("the summary is truncated")?;
+    *rest = tail;
+    Ok(Some(text))
 }
 
 /// The indexed fields, each a one-byte prefix of its keys in the `index` database.
@@ -500,6 +540,12 @@ pub enum Field {
 /// Values longer than this are indexed by a hash (LMDB keys are at most 511 bytes).
 const MAX_INDEXED_VALUE: usize = 128;
 const HASHED: u8 = 0xff;
+
+/// Whether an index prefix holds a value's hash rather than the value: two values may then
+/// share it, so matches must be checked on the summary.
+pub fn is_hashed(prefix: &[u8]) -> bool {
+    prefix.get(1) == Some(&HASHED)
+}
 
 /// `[field][value key][time key][trace id]`: all traces with one value of one field form a
 /// contiguous range, newest last, so a query walks it backwards and resumes from a cursor.
