@@ -239,9 +239,14 @@ impl<'a> FragmentWalk<'a> {
     }
 
     fn text(&mut self) -> Result<String, DecodeError> {
+        Ok(String::from_utf8_lossy(self.str_bytes()?).into_owned())
+    }
+
+    /// A string's bytes, borrowed (empty for any other value).
+    fn str_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         match self.next()? {
-            Token::Str(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
-            other => self.reader.skip_contents(&other).map(|()| String::new()),
+            Token::Str(bytes) => Ok(bytes),
+            other => self.reader.skip_contents(&other).map(|()| &[][..]),
         }
     }
 
@@ -298,7 +303,10 @@ impl<'a> FragmentWalk<'a> {
                 b"run_id" => self.summary.run_id = Some(self.text()?),
                 b"request_id" => self.summary.request_id = Some(self.text()?),
                 b"session_id" => self.summary.session_id = Some(self.text()?),
-                b"status" => self.summary.numbers.status = Status::parse(&self.text()?),
+                b"status" => {
+                    let status = std::str::from_utf8(self.str_bytes()?).unwrap_or("");
+                    self.summary.numbers.status = Status::parse(status);
+                }
                 b"latency_ms" => self.summary.numbers.latency_ms = self.number()?,
                 b"cost_usd" => self.summary.numbers.cost_usd = self.number()?,
                 b"timestamp" => self.timestamp()?,
@@ -363,8 +371,8 @@ impl<'a> FragmentWalk<'a> {
             for _ in 0..self.map_len()?.unwrap_or(0) {
                 match self.key()? {
                     b"span_id" => span.id = self.span_id()?,
-                    b"kind" => llm = self.text()? == "LLM",
-                    b"status_code" => span.error = self.text()? == "ERROR",
+                    b"kind" => llm = self.str_bytes()? == b"LLM",
+                    b"status_code" => span.error = self.str_bytes()? == b"ERROR",
                     b"attributes" => usage = self.usage_attributes()?,
                     _ => self.reader.skip_value()?,
                 }
@@ -379,12 +387,12 @@ impl<'a> FragmentWalk<'a> {
 
     /// A span id as its 8 bytes (canonical ids are 16 lowercase hex characters).
     fn span_id(&mut self) -> Result<[u8; 8], DecodeError> {
-        let text = self.text()?;
+        let text = self.str_bytes()?;
         let mut id = [0; 8];
         if text.len() == 16 {
-            for (byte, pair) in id.iter_mut().zip(text.as_bytes().chunks(2)) {
-                let pair = std::str::from_utf8(pair).unwrap_or("");
-                *byte = u8::from_str_radix(pair, 16).unwrap_or(0);
+            for (byte, pair) in id.iter_mut().zip(text.chunks(2)) {
+                let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                *byte = digit(pair[0]) << 4 | digit(pair[1]);
             }
         }
         Ok(id)
