@@ -165,6 +165,7 @@ class Built:
     sqlite_s: float
     sqlite_analyze_s: float
     built_at: str
+    commit: str = "unknown"  # flightlog's commit when the stores were built
 
 
 def _build(count: int, workdir: Path) -> Built:
@@ -222,6 +223,7 @@ def _build(count: int, workdir: Path) -> Built:
         sqlite_s,
         analyze_s,
         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        _commit(),
     )
 
 
@@ -685,7 +687,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\n{count:,} standard traces over {SPAN.days} days, "
             f"{FAILED:.0%} failed; "
-            + ("built now" if fresh else f"built {built.built_at} (--keep)")
+            + (
+                "built now"
+                if fresh
+                else f"built {built.built_at} at commit {built.commit} (--keep)"
+            )
             + f": generating {built.generate_s:,.1f} s, "
             f"flightlog log_many({CHUNK}) + flush {built.flightlog_s:,.1f} s, "
             f"SQLite inserts ({SQLITE_TXN:,} per transaction, 5 indexes) {built.sqlite_s:,.1f} s "
