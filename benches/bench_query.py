@@ -391,12 +391,15 @@ class Op:
 
 @dataclass
 class Timing:
+    """One side's figures for one query, in seconds."""
+
     reps: int
     p50_s: float
     p95_s: float
 
 
-def _ops(store: Store, db: Db, ids: list[str], count: int, reps: int) -> list[Op]:
+def _ops(store: Store, db: Db, ids: list[str], reps: int) -> list[Op]:
+    """The timed queries, with ``reps`` seeded arguments each where they take one."""
     rng = random.Random(SEED + 1)
     agents = sorted({a for (a,) in db.execute("SELECT DISTINCT agent_name FROM traces")})
     some_agents = [rng.choice(agents) for _ in range(reps)]
@@ -708,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         db = sqlite3.connect(workdir / "traces.db", isolation_level=None)
         try:
             ids = [i for (i,) in db.execute("SELECT trace_id FROM traces")]
-            ops = _ops(store, db, ids, count, reps)
+            ops = _ops(store, db, ids, reps)
             _check(ops)
             print("checked: both sides return the same answers to every query\n")
             print(_plans(db) + "\n", flush=True)
