@@ -21,7 +21,9 @@ use crate::msgpack::{
     write_optional_f64, write_str, write_uint, DecodeError, Reader, Token, TIMESTAMP_EXT,
 };
 use crate::store::Databases;
-use crate::summary::{index_prefix, is_hashed, time_key, Field, Numbers, Status, Summary, Texts};
+use crate::summary::{
+    index_prefix, is_hashed, parse_time_key, time_key, Field, Numbers, Status, Summary, Texts,
+};
 use crate::time::{hour_label, Timestamp};
 
 /// A `by_time` key, also the tail of every `index` key: flipped timestamp, then trace id.
@@ -543,6 +545,61 @@ impl<'f> Plan<'f> {
     }
 }
 
+/// Below this share of the store's time span, walking `by_time` and looking up each summary
+/// beats reading every summary in key order (sequential pages, no lookups).
+const SCAN_SHARE: i128 = 4; // 1/4
+
+impl Plan<'_> {
+    /// Visits every match in no particular order (stats, counts, value orders, deletes).
+    fn visit_all<'t>(
+        &self,
+        txn: &'t RoTxn<WithoutTls>,
+        dbs: &Databases,
+        mut visit: impl FnMut(TimeKey, &'t [u8]) -> Result<()>,
+    ) -> Result<()> {
+        if !self.scans(txn, dbs)? {
+            return self.walk(txn, dbs, &self.window, false, |key, summary| {
+                visit(key, summary).map(|()| ControlFlow::Continue(()))
+            });
+        }
+        let fail = |e| Error::storage("walking summaries", e);
+        let (since, until) = (self.filters.since_us, self.filters.until_us);
+        for entry in dbs.summaries.iter(txn).map_err(fail)? {
+            let (key, summary) = entry.map_err(fail)?;
+            let id = TraceId::try_from(key).map_err(|_| {
+                Error::Corrupt(format!("summaries[{}] is not a 16-byte trace id", to_hex(key)))
+            })?;
+            let at = Numbers::read(summary).map_err(|why| corrupt(&id, &why))?.timestamp_us;
+            let inside = since.map_or(true, |since| at >= since) && until.map_or(true, |t| at < t);
+            if inside && self.accepts(&id, summary)? {
+                visit(time_key(at, &id), summary)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether reading every summary is cheaper than walking: no index drives the plan, and
+    /// the time window spans at least a quarter of the stored traces' time span.
+    fn scans(&self, txn: &RoTxn<WithoutTls>, dbs: &Databases) -> Result<bool> {
+        if !self.prefixes.is_empty() {
+            return Ok(false);
+        }
+        if self.filters.since_us.is_none() && self.filters.until_us.is_none() {
+            return Ok(true);
+        }
+        let fail = |e| Error::storage("reading by_time", e);
+        let stamp = |entry: Option<(&[u8], &[u8])>| entry.and_then(|(key, _)| parse_time_key(key));
+        let first = stamp(dbs.by_time.first(txn).map_err(fail)?);
+        let last = stamp(dbs.by_time.last(txn).map_err(fail)?);
+        let (Some((first, _)), Some((last, _))) = (first, last) else { return Ok(false) };
+        let lo = self.filters.since_us.map_or(first, |since| since.max(first));
+        let hi = self.filters.until_us.map_or(last.saturating_add(1), |until| until.min(last + 1));
+        let (window, span) =
+            (i128::from(hi) - i128::from(lo), i128::from(last) - i128::from(first) + 1);
+        Ok(window * SCAN_SHARE >= span)
+    }
+}
+
 fn corrupt(id: &TraceId, why: &str) -> Error {
     Error::Corrupt(format!("summaries[{}] does not decode: {why}", to_hex(id)))
 }
@@ -875,13 +932,13 @@ fn page_by_value(
     value: fn(&Numbers) -> Option<f64>,
 ) -> Result<Vec<u8>> {
     let mut found = Vec::new();
-    plan.walk(txn, dbs, &plan.window, false, |key, summary| {
+    plan.visit_all(txn, dbs, |key, summary| {
         let numbers = Numbers::read(summary).map_err(|why| corrupt(&trace_id_of(&key), &why))?;
         let at = Position { value: value(&numbers), key };
         if after.map_or(true, |after| rank(&at, &after, page.descending) == Ordering::Greater) {
             found.push(Ranked { at, summary });
         }
-        Ok(ControlFlow::Continue(()))
+        Ok(())
     })?;
     let order = |a: &Ranked<'_>, b: &Ranked<'_>| rank(&a.at, &b.at, page.descending);
     // The page and one more, to know whether another page follows.
@@ -926,9 +983,9 @@ pub fn count(txn: &RoTxn<WithoutTls>, dbs: &Databases, filters: &Filters) -> Res
         return plan.keys(txn, dbs, &plan.window, false)?.count();
     }
     let mut count = 0;
-    plan.walk(txn, dbs, &plan.window, false, |_, _| {
+    plan.visit_all(txn, dbs, |_, _| {
         count += 1;
-        Ok(ControlFlow::Continue(()))
+        Ok(())
     })?;
     Ok(count)
 }
@@ -947,29 +1004,14 @@ pub fn matching(
     Ok(ids)
 }
 
-/// Visits every match in any order: all summaries in key order (sequential reads) when
-/// there is no filter, else the plan's walk.
+/// Visits every match in any order (see [`Plan::visit_all`]).
 fn for_each_match<'t>(
     txn: &'t RoTxn<WithoutTls>,
     dbs: &Databases,
     filters: &Filters,
     mut visit: impl FnMut(&TraceId, &'t [u8]) -> Result<()>,
 ) -> Result<()> {
-    if !filters.is_empty() {
-        let plan = Plan::new(filters);
-        return plan.walk(txn, dbs, &plan.window, false, |key, summary| {
-            visit(&trace_id_of(&key), summary).map(|()| ControlFlow::Continue(()))
-        });
-    }
-    let fail = |e| Error::storage("walking summaries", e);
-    for entry in dbs.summaries.iter(txn).map_err(fail)? {
-        let (key, summary) = entry.map_err(fail)?;
-        let id = TraceId::try_from(key).map_err(|_| {
-            Error::Corrupt(format!("summaries[{}] is not a 16-byte trace id", to_hex(key)))
-        })?;
-        visit(&id, summary)?;
-    }
-    Ok(())
+    Plan::new(filters).visit_all(txn, dbs, |key, summary| visit(&trace_id_of(&key), summary))
 }
 
 /// A field stats can group by.
