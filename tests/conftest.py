@@ -25,15 +25,20 @@ def is_hex(text: object, length: int) -> bool:
     )
 
 
-def count_records(path: Path) -> int:
-    """How many fragments a *closed* store holds (entries of its ``records`` database)."""
+def count_entries(path: Path, name: str) -> int:
+    """How many entries the named database of a *closed* store holds."""
     env = lmdb.open(str(path), max_dbs=16, readonly=True, lock=False)
     try:
-        records = env.open_db(b"records", create=False)
-        with env.begin(db=records) as txn:
-            return int(txn.stat(records)["entries"])
+        db = env.open_db(name.encode(), create=False)
+        with env.begin(db=db) as txn:
+            return int(txn.stat(db)["entries"])
     finally:
         env.close()
+
+
+def count_records(path: Path) -> int:
+    """How many fragments a *closed* store holds (entries of its ``records`` database)."""
+    return count_entries(path, "records")
 
 
 @pytest.fixture

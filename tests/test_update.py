@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import flightlog
-import lmdb
 import pytest
-from conftest import count_records
+from conftest import count_entries, count_records
 from flightlog import Span, TokenUsage, ToolCall, Trace, ValidationError, trace_id_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,13 +21,7 @@ SPAN = "00f067aa0ba902b7"
 
 def merge_states(path: Path) -> int:
     """How many traces of a *closed* store have a merge state (docs/format.md, ``merges``)."""
-    env = lmdb.open(str(path), max_dbs=16, readonly=True, lock=False)
-    try:
-        merges = env.open_db(b"merges", create=False)
-        with env.begin(db=merges) as txn:
-            return int(txn.stat(merges)["entries"])
-    finally:
-        env.close()
+    return count_entries(path, "merges")
 
 
 def llm(span_id: str, prompt: int, completion: int, status: str = "OK") -> Span:
