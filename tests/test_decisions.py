@@ -4,7 +4,9 @@ chain and its tamper detection, listing and purging."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import flightlog
+import lmdb
+import msgspec
 import pytest
 from flightlog import (
     AccessDenied,
@@ -353,6 +357,24 @@ def test_a_byte_changed_by_another_program_breaks_the_chain(
         assert any(d.decision_id in p and "hash chain" in p for p in report.problems)
 
 
+def test_a_decision_changed_beyond_its_schema_reads_as_a_storage_error(store_path: Path) -> None:
+    with flightlog.open(store_path) as store, opened(store) as d:
+        d.evaluate(policy_id="p", outcome="allow")
+    tamper(
+        store_path,
+        "decision_events",
+        key_of(d.decision_id) + (1).to_bytes(4, "big"),
+        "allow",
+        "deny!",
+    )
+    with flightlog.open(store_path) as store:
+        with pytest.raises(
+            flightlog.StorageError, match=f"decision {d.decision_id} does not decode"
+        ):
+            store.decision_trace(d.decision_id, agent=AGENT)
+        assert not store.verify_decision(d.decision_id, agent=AGENT)
+
+
 def test_decisions_lists_only_the_agents_own_newest_first_with_filters(
     store: flightlog.Store,
 ) -> None:
@@ -514,5 +536,56 @@ class DecisionMachine(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-DecisionMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
+DecisionMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=20, deadline=None)
 test_the_status_machine_follows_the_model = DecisionMachine.TestCase
+
+
+def test_a_decision_reads_back_from_the_raw_databases_as_docs_format_describes(
+    store_path: Path,
+) -> None:
+    with flightlog.open(store_path) as store:
+        with opened(store, metadata={"k": 1}, run_id="r1") as d:
+            d.read(product="pg", purpose="check")
+            d.write(product="orders", purpose="create", idempotency_key="k1")
+        trace = store.decision_trace(d.decision_id, agent=AGENT)
+    key = key_of(d.decision_id)
+    env = lmdb.open(str(store_path), max_dbs=16, readonly=True, lock=False)
+    try:
+        dbs = {
+            name: env.open_db(name.encode(), create=False)
+            for name in ("decisions", "decision_events", "decision_agents", "decision_keys")
+        }
+        with env.begin() as txn:
+            envelope = txn.get(key, db=dbs["decisions"])
+            events = list(txn.cursor(db=dbs["decision_events"]))
+            listed = [bytes(k) for k, _ in txn.cursor(db=dbs["decision_agents"])]
+            keys = dict(txn.cursor(db=dbs["decision_keys"]))
+    finally:
+        env.close()
+    assert envelope is not None
+    version, status, mode, count = struct.unpack_from(">BBBI", envelope)
+    last_hash = envelope[7:39]
+    created_us, closed_us = struct.unpack_from(">qq", envelope, 39)
+    assert (version, status, mode, count) == (1, 4, 3, 4)
+    assert created_us == int(trace.created_at.timestamp() * 1e6)
+    assert closed_us == int(trace.closed_at.timestamp() * 1e6)  # type: ignore[union-attr]
+    (agent_len,) = struct.unpack_from(">I", envelope, 55)
+    assert envelope[59 : 59 + agent_len] == AGENT.encode()
+    previous = bytes(32)
+    for seq, (event_key, value) in enumerate(events):
+        assert event_key == key + struct.pack(">I", seq)
+        stored_hash, canonical = value[:32], value[32:]
+        assert hashlib.sha256(previous + canonical).digest() == stored_hash
+        decoded = msgspec.msgpack.decode(canonical)
+        assert decoded["event_id"] == trace.events[seq].event_id
+        assert stored_hash.hex() == trace.events[seq].hash
+        previous = stored_hash
+    assert previous == last_hash
+    assert msgspec.msgpack.decode(events[0][1][32:])["metadata"] == {"k": 1}
+    assert listed == [
+        struct.pack(">H", len(AGENT))
+        + AGENT.encode()
+        + struct.pack(">Q", (created_us + 2**63) % 2**64)
+        + key
+    ]
+    assert keys == {key + b"k1": struct.pack(">I", 2)}

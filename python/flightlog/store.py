@@ -21,7 +21,7 @@ import msgspec
 
 from flightlog import _core
 from flightlog.decision import Decision
-from flightlog.errors import DecisionClosed, ValidationError
+from flightlog.errors import DecisionClosed, StorageError, ValidationError
 from flightlog.merge import merge_fragments
 from flightlog.records import (
     AutomationMode,
@@ -422,7 +422,11 @@ class Store:
     def _decision(self, decision_id: str, agent: str, *, events: bool) -> DecisionTrace:
         _check_strings(decision_id=decision_id, agent=agent)
         raw = self._core.decision_trace(decision_id, agent, events=events)
-        return decision_trace_decoder.decode(raw)
+        try:
+            return decision_trace_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            # Only bytes changed behind the store's back get here; verify_decision says so.
+            raise StorageError(f"decision {decision_id} does not decode: {exc}") from None
 
     def compact(self, dest: str | os.PathLike[str]) -> Path:
         """Writes a compacted copy of the store (free pages and deleted bytes left out).
