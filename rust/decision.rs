@@ -870,10 +870,56 @@ pub fn check_all(dbs: &Databases, txn: &RoTxn<WithoutTls>) -> Result<(u64, Vec<S
                 if let Err(why) = verify(dbs, txn, &id, &envelope)? {
                     problems.push(format!("decision {text}: the hash chain is broken: {why}"));
                 }
+                let listing = agent_key(&envelope.agent, envelope.created_us, &id);
+                if dbs.decision_agents.get(txn, &listing).map_err(fail)?.is_none() {
+                    problems.push(format!("decision {text} is not listed in decision_agents"));
+                }
             }
         }
     }
+    orphans(dbs, txn, &mut problems)?;
     Ok((count, problems))
+}
+
+/// Entries of `decision_events`, `decision_keys` and `decision_agents` whose decision is
+/// not stored (or, for a listing, is not listed under that key).
+fn orphans(dbs: &Databases, txn: &RoTxn<WithoutTls>, problems: &mut Vec<String>) -> Result<()> {
+    let fail = |e| Error::storage("checking decisions", e);
+    let envelope = |id: &[u8]| -> Result<Option<Envelope>> {
+        let stored = dbs.decisions.get(txn, id).map_err(fail)?;
+        Ok(stored.and_then(|bytes| Envelope::decode(bytes).ok()))
+    };
+    for (name, db) in
+        [("decision_events", dbs.decision_events), ("decision_keys", dbs.decision_keys)]
+    {
+        // Keys of one decision are adjacent: look each decision up once.
+        let mut last: Option<Vec<u8>> = None;
+        for entry in db.iter(txn).map_err(fail)? {
+            let (key, _) = entry.map_err(fail)?;
+            let id = key.get(..16).unwrap_or(key);
+            if last.as_deref() == Some(id) {
+                continue;
+            }
+            last = Some(id.to_vec());
+            if dbs.decisions.get(txn, id).map_err(fail)?.is_none() {
+                problems.push(format!("{name}[{}] belongs to no stored decision", to_hex(key)));
+            }
+        }
+    }
+    for entry in dbs.decision_agents.iter(txn).map_err(fail)? {
+        let (key, _) = entry.map_err(fail)?;
+        let id = key.len().checked_sub(16).map(|at| &key[at..]).unwrap_or(key);
+        let listed = envelope(id)?
+            .zip(DecisionId::try_from(id).ok())
+            .is_some_and(|(e, id)| agent_key(&e.agent, e.created_us, &id) == key);
+        if !listed {
+            problems.push(format!(
+                "decision_agents[{}] lists no stored decision of that agent",
+                to_hex(key)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Filters and page of [`Store::decisions`].

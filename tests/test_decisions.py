@@ -589,3 +589,22 @@ def test_a_decision_reads_back_from_the_raw_databases_as_docs_format_describes(
         + key
     ]
     assert keys == {key + b"k1": struct.pack(">I", 2)}
+
+
+def test_check_reports_decision_entries_left_without_their_envelope(store_path: Path) -> None:
+    with flightlog.open(store_path) as store, opened(store) as d:
+        d.write(product="p", purpose="q", idempotency_key="k")
+    env = lmdb.open(str(store_path), max_dbs=16)
+    try:
+        with env.begin(write=True, db=env.open_db(b"decisions", create=False)) as txn:
+            assert txn.delete(key_of(d.decision_id))
+    finally:
+        env.close()
+    with flightlog.open(store_path) as store:
+        report = store.check()
+    assert report.decisions == 0
+    assert [p.split("[")[0] for p in report.problems] == [
+        "decision_events",
+        "decision_keys",
+        "decision_agents",
+    ]
