@@ -592,8 +592,7 @@ pub fn event_key(id: &DecisionId, seq: u32) -> [u8; 20] {
     key
 }
 
-/// Key of `decision_agents`: the agent (u16 big-endian length, then UTF-8), the creation
-/// time (Unix µs, i64 big-endian with the sign bit flipped), then the id: an agent's
+/// Key of `decision_agents`: the agent (see [`value_key`]), the creation time (Unix µs, i64 big-endian with the sign bit flipped), then the id: an agent's
 /// decisions in creation order.
 pub fn agent_key(agent: &str, created_us: i64, id: &DecisionId) -> Vec<u8> {
     let mut key = agent_prefix(agent);
@@ -603,14 +602,29 @@ pub fn agent_key(agent: &str, created_us: i64, id: &DecisionId) -> Vec<u8> {
 }
 
 fn agent_prefix(agent: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + agent.len() + 16);
-    key.extend_from_slice(&(agent.len() as u16).to_be_bytes());
-    key.extend_from_slice(agent.as_bytes());
-    key
+    value_key(agent)
 }
 
 fn idempotency_key(id: &DecisionId, key: &str) -> Vec<u8> {
-    [id.as_slice(), key.as_bytes()].concat()
+    [id.as_slice(), &value_key(key)].concat()
+}
+
+/// Texts longer than this many bytes are keyed by a hash (LMDB keys stay under 511 bytes).
+const MAX_KEYED_TEXT: usize = 128;
+
+/// A text inside a key: its length (one byte) and UTF-8 bytes, or `0xff` and the first 16
+/// bytes of its SHA-256 when longer than [`MAX_KEYED_TEXT`] bytes (as `index` keys do).
+fn value_key(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut key = Vec::with_capacity(1 + MAX_KEYED_TEXT + 24);
+    if bytes.len() <= MAX_KEYED_TEXT {
+        key.push(bytes.len() as u8);
+        key.extend_from_slice(bytes);
+    } else {
+        key.push(0xff);
+        key.extend_from_slice(&Sha256::digest(bytes)[..16]);
+    }
+    key
 }
 
 /// Every key that starts with the 16 bytes of `id`.

@@ -583,12 +583,9 @@ def test_a_decision_reads_back_from_the_raw_databases_as_docs_format_describes(
     assert previous == last_hash
     assert msgspec.msgpack.decode(events[0][1][32:])["metadata"] == {"k": 1}
     assert listed == [
-        struct.pack(">H", len(AGENT))
-        + AGENT.encode()
-        + struct.pack(">Q", (created_us + 2**63) % 2**64)
-        + key
+        bytes([len(AGENT)]) + AGENT.encode() + struct.pack(">Q", (created_us + 2**63) % 2**64) + key
     ]
-    assert keys == {key + b"k1": struct.pack(">I", 2)}
+    assert keys == {key + b"\x02k1": struct.pack(">I", 2)}
 
 
 def test_check_reports_decision_entries_left_without_their_envelope(store_path: Path) -> None:
@@ -608,3 +605,19 @@ def test_check_reports_decision_entries_left_without_their_envelope(store_path: 
         "decision_keys",
         "decision_agents",
     ]
+
+
+def test_the_longest_agent_and_idempotency_key_fit_in_lmdb_keys(store: flightlog.Store) -> None:
+    agent = "\U0001f916" * 256  # 1,024 bytes of UTF-8
+    similar = "\U0001f916" * 255 + "x"
+    d = opened(store, agent=agent)
+    key = "\U0001f511" * 256
+    first = d.write(product="p", purpose="q", idempotency_key=key)
+    assert d.write(product="p", purpose="q", idempotency_key=key) == first
+    assert d.write(product="p", purpose="q", idempotency_key=key[:-1]) != first
+    d.close()
+    opened(store, agent=similar)
+    assert [x.decision_id for x in store.decisions(agent=agent)] == [d.decision_id]
+    with pytest.raises(AccessDenied):
+        store.decision_trace(d.decision_id, agent=similar)
+    assert store.check().ok
