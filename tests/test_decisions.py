@@ -28,7 +28,7 @@ from flightlog import (
     InvalidTransition,
     ValidationError,
 )
-from hypothesis import settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -312,6 +312,53 @@ def test_another_process_can_re_attach_and_record(store: flightlog.Store) -> Non
     trace = store.decision_trace(d.decision_id, agent=AGENT)
     assert [e.type for e in trace.events] == ["open", "read", "write", "close"]
     assert store.verify_decision(d.decision_id, agent=AGENT)
+
+
+def test_two_processes_recording_at_once_form_one_chain(store: flightlog.Store) -> None:
+    d = opened(store)
+    script = (
+        "import sys, flightlog\n"
+        "with flightlog.open(sys.argv[1]) as s:\n"
+        "    d = s.decision(sys.argv[2], agent=sys.argv[3])\n"
+        "    print('ready', flush=True)\n"
+        "    for i in range(20):\n"
+        "        d.read(product='child', purpose=str(i))\n"
+    )
+    args = [sys.executable, "-c", script, str(store.path), d.decision_id, AGENT]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        for i in range(20):
+            d.read(product="parent", purpose=str(i))
+        assert child.wait(timeout=120) == 0
+    d.close()
+    trace = store.decision_trace(d.decision_id, agent=AGENT)
+    for side in ("parent", "child"):
+        mine = [int(str(e.purpose)) for e in trace.events if e.product == side]
+        assert mine == list(range(20))
+    assert len(trace.events) == 42
+    assert store.verify_decision(d.decision_id, agent=AGENT)
+
+
+@given(
+    texts=st.lists(st.text(min_size=1, max_size=40), min_size=3, max_size=3),
+    summary=st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    ).filter(lambda value: value is not None),  # None means "no summary"
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_event_fields_come_back_as_they_were_recorded(
+    store: flightlog.Store, texts: list[str], summary: Any
+) -> None:
+    d = opened(store)
+    product, purpose, key = texts
+    event = d.write(product=product, purpose=purpose, mutation_summary=summary, idempotency_key=key)
+    assert (event.product, event.purpose, event.idempotency_key) == (product, purpose, key)
+    assert event.mutation_summary == summary
+    assert store.decision_trace(d.decision_id, agent=AGENT).events[-1] == event
 
 
 TAMPER = """
