@@ -355,7 +355,9 @@ pub struct Envelope {
     pub events: u32,
     pub last_hash: Hash,
     pub created_us: i64,
-    pub closed_us: Option<i64>,
+    /// When the last event was recorded (the `close` event's time once closed); later
+    /// events never get an earlier timestamp, whatever the clock does.
+    pub last_us: i64,
     pub agent: String,
     pub intent: String,
     pub metadata: Option<Vec<u8>>,
@@ -367,13 +369,18 @@ const ENVELOPE_VERSION: u8 = 1;
 const ABSENT: u32 = u32::MAX;
 
 impl Envelope {
+    /// When the decision was committed or aborted.
+    pub fn closed_us(&self) -> Option<i64> {
+        self.status.is_closed().then_some(self.last_us)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(96 + self.agent.len() + self.intent.len());
         out.extend_from_slice(&[ENVELOPE_VERSION, self.status as u8, self.mode as u8]);
         out.extend_from_slice(&self.events.to_be_bytes());
         out.extend_from_slice(&self.last_hash);
         out.extend_from_slice(&self.created_us.to_be_bytes());
-        out.extend_from_slice(&self.closed_us.unwrap_or(i64::MIN).to_be_bytes());
+        out.extend_from_slice(&self.last_us.to_be_bytes());
         for field in [
             Some(self.agent.as_bytes()),
             Some(self.intent.as_bytes()),
@@ -411,7 +418,7 @@ impl Envelope {
         let events = u32::from_be_bytes(take(4)?.try_into().unwrap_or_default());
         let last_hash: Hash = take(32)?.try_into().unwrap_or_default();
         let created_us = i64::from_be_bytes(take(8)?.try_into().unwrap_or_default());
-        let closed_us = i64::from_be_bytes(take(8)?.try_into().unwrap_or_default());
+        let last_us = i64::from_be_bytes(take(8)?.try_into().unwrap_or_default());
         let mut fields = Vec::with_capacity(5);
         for _ in 0..5 {
             let len = u32::from_be_bytes(take(4)?.try_into().unwrap_or_default());
@@ -436,7 +443,7 @@ impl Envelope {
             events,
             last_hash,
             created_us,
-            closed_us: (closed_us != i64::MIN).then_some(closed_us),
+            last_us,
             agent,
             intent,
             metadata,
@@ -484,7 +491,7 @@ impl Envelope {
         write_str(&mut out, "created_at");
         timestamp(self.created_us).write_ext(&mut out);
         write_str(&mut out, "closed_at");
-        match self.closed_us {
+        match self.closed_us() {
             Some(us) => timestamp(us).write_ext(&mut out),
             None => write_nil(&mut out),
         }
@@ -745,6 +752,7 @@ fn open(
 ) -> std::result::Result<u64, Failure> {
     let mut envelope = envelope.clone();
     envelope.created_us = now_us();
+    envelope.last_us = envelope.created_us;
     let canonical = envelope.open_event(id);
     envelope.last_hash = chain(&GENESIS, &canonical);
     envelope.events = 1;
@@ -785,7 +793,7 @@ fn append(
             "decision {text} refuses this event: {why}"
         )))
     })?;
-    let at = now_us().max(envelope.created_us);
+    let at = now_us().max(envelope.last_us);
     let event_id = format!("evt_{}", to_crockford(&new_ulid()));
     let canonical = encode_event(&event_id, kind, at, &fields.entries());
     let hash = chain(&envelope.last_hash, &canonical);
@@ -794,9 +802,7 @@ fn append(
     envelope.events += 1;
     envelope.last_hash = hash;
     envelope.status = next;
-    if next.is_closed() {
-        envelope.closed_us = Some(at);
-    }
+    envelope.last_us = at;
     dbs.decisions.put(txn, id, &envelope.encode())?;
     if let Some(key) = &key {
         dbs.decision_keys.put(txn, key, &seq.to_be_bytes())?;
@@ -811,7 +817,7 @@ fn purge(dbs: &Databases, txn: &mut RwTxn, before_us: i64) -> std::result::Resul
         let (Ok(id), Ok(envelope)) = (DecisionId::try_from(key), Envelope::decode(value)) else {
             continue;
         };
-        if envelope.closed_us.is_some_and(|closed| closed < before_us) {
+        if envelope.closed_us().is_some_and(|closed| closed < before_us) {
             doomed.push((id, agent_key(&envelope.agent, envelope.created_us, &id)));
         }
     }
@@ -962,7 +968,7 @@ impl Store {
             events: 0,
             last_hash: GENESIS,
             created_us: 0,
-            closed_us: None,
+            last_us: 0,
             agent: request.agent.clone(),
             intent: request.intent.clone(),
             metadata: request.metadata.clone(),
@@ -1140,7 +1146,7 @@ mod tests {
             events: 3,
             last_hash: [7; 32],
             created_us: 1_750_000_000_123_456,
-            closed_us: None,
+            last_us: 1_750_000_000_123_999,
             agent: "order-bot".into(),
             intent: "customer.order.create".into(),
             metadata: Some(vec![0x81, 0xa1, b'k', 0x01]),
