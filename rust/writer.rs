@@ -352,7 +352,8 @@ impl WriterLoop {
         let timeout = self.retention.is_set().then_some(SWEEP_EVERY);
         while let Some(mut jobs) = self.queue.take_all(timeout) {
             let bytes = jobs.iter().map(Job::bytes).sum();
-            // Deletes split the batch so that every job sees exactly the jobs before it.
+            // Deletes and decision changes split the batch so that every job sees exactly
+            // the jobs before it.
             let mut start = 0;
             for end in 0..=jobs.len() {
                 if end < jobs.len() && !matches!(jobs[end], Job::Delete(..) | Job::Decision(..)) {
