@@ -5,6 +5,7 @@
 
 use heed::{RoTxn, WithoutTls};
 
+use crate::decision;
 use crate::error::{Error, Result};
 use crate::ids::{to_hex, TraceId};
 use crate::merge::MergeState;
@@ -26,6 +27,8 @@ pub struct CheckReport {
     pub records: u64,
     /// Keys in `index`.
     pub index_entries: u64,
+    /// Decisions whose chain was verified.
+    pub decisions: u64,
     /// One line per problem, naming the database and key in hex; at most 100 (the last line
     /// then says how many more there were).
     pub problems: Vec<String>,
@@ -41,13 +44,14 @@ impl CheckReport {
     pub fn to_msgpack(&self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(64 + self.problems.iter().map(|p| p.len() + 3).sum::<usize>());
-        let map = begin_map(&mut out, 5);
+        let map = begin_map(&mut out, 6);
         write_str(&mut out, "ok");
         write_bool(&mut out, self.ok());
         for (key, value) in [
             ("traces", self.traces),
             ("records", self.records),
             ("index_entries", self.index_entries),
+            ("decisions", self.decisions),
         ] {
             write_str(&mut out, key);
             write_uint(&mut out, value);
@@ -57,7 +61,7 @@ impl CheckReport {
         for problem in &self.problems {
             write_str(&mut out, problem);
         }
-        finish_map(&mut out, map, 5);
+        finish_map(&mut out, map, 6);
         out
     }
 }
@@ -99,6 +103,7 @@ impl Checker<'_, '_> {
         self.merges(&traces)?;
         self.index(&expected)?;
         self.by_time(&expected)?;
+        self.decisions()?;
         if self.unlisted > 0 {
             let more = format!("... and {} more problems", self.unlisted);
             self.report.problems.push(more);
@@ -112,6 +117,16 @@ impl Checker<'_, '_> {
         } else {
             self.unlisted += 1;
         }
+    }
+
+    /// Every decision's envelope decodes and its hash chain is intact.
+    fn decisions(&mut self) -> Result<()> {
+        let (count, problems) = decision::check_all(&self.core.dbs, self.txn)?;
+        self.report.decisions = count;
+        for problem in problems {
+            self.problem(problem);
+        }
+        Ok(())
     }
 
     /// Every `fragments` duplicate, and the distinct trace ids in key order.
@@ -514,6 +529,7 @@ mod tests {
             traces: 3,
             records: 4,
             index_entries: 300,
+            decisions: 2,
             problems: vec!["index[01] belongs to no live summary".into()],
         };
         let bytes = report.to_msgpack();
@@ -526,7 +542,7 @@ mod tests {
         assert_eq!(
             tokens,
             [
-                Token::Map(5),
+                Token::Map(6),
                 s("ok"),
                 Token::Bool(false),
                 s("traces"),
@@ -535,11 +551,13 @@ mod tests {
                 Token::UInt(4),
                 s("index_entries"),
                 Token::UInt(300),
+                s("decisions"),
+                Token::UInt(2),
                 s("problems"),
                 Token::Array(1),
                 s("index[01] belongs to no live summary"),
             ]
         );
-        assert_eq!(CheckReport::default().to_msgpack()[..4], [0x85, 0xa2, b'o', b'k']);
+        assert_eq!(CheckReport::default().to_msgpack()[..4], [0x86, 0xa2, b'o', b'k']);
     }
 }

@@ -42,6 +42,14 @@ pub enum Error {
     Corrupt(String),
     /// `flush(timeout)` gave up before everything queued was durable.
     Timeout(String),
+    /// No decision with this id is stored.
+    DecisionNotFound(String),
+    /// The decision belongs to another agent; the message reveals nothing of it.
+    AccessDenied(String),
+    /// The decision is committed or aborted: nothing more can be recorded.
+    DecisionClosed(String),
+    /// The decision's status does not allow this event now.
+    InvalidTransition(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -85,7 +93,11 @@ impl fmt::Display for Error {
             | Error::StorageFull(m)
             | Error::Storage(m)
             | Error::Corrupt(m)
-            | Error::Timeout(m) => f.write_str(m),
+            | Error::Timeout(m)
+            | Error::DecisionNotFound(m)
+            | Error::AccessDenied(m)
+            | Error::DecisionClosed(m)
+            | Error::InvalidTransition(m) => f.write_str(m),
         }
     }
 }

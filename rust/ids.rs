@@ -73,6 +73,41 @@ pub fn new_span_id() -> SpanId {
     }
 }
 
+/// A new ULID-like id (decisions and their events): a 48-bit big-endian Unix millisecond
+/// timestamp, then 80 random bits, so ids minted later sort later.
+pub fn new_ulid() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..6].copy_from_slice(&now_millis().to_be_bytes()[2..]);
+    id[6..14].copy_from_slice(&next_random().to_le_bytes());
+    id[14..].copy_from_slice(&next_random().to_le_bytes()[..2]);
+    id
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// The 26-character Crockford base32 spelling of a 128-bit id (as ULIDs are written).
+pub fn to_crockford(id: &[u8; 16]) -> String {
+    let n = u128::from_be_bytes(*id);
+    (0..26).rev().map(|i| CROCKFORD[((n >> (5 * i)) & 31) as usize] as char).collect()
+}
+
+/// Parses the spelling [`to_crockford`] writes (uppercase, 26 characters, at most 128 bits).
+pub fn parse_crockford(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 26 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, c) in text.bytes().enumerate() {
+        let digit = CROCKFORD.iter().position(|&d| d == c)? as u128;
+        // 26 digits hold 130 bits: the first may only use the low 3 of its 5.
+        if i == 0 && digit > 7 {
+            return None;
+        }
+        n = (n << 5) | digit;
+    }
+    Some(n.to_be_bytes())
+}
+
 /// The trace id a caller key (a run id, a request id, ...) always maps to, so that
 /// re-sending the same run updates the same trace. First 16 bytes of
 /// SHA-256("flightlog.trace_id_for\0" + key).
@@ -166,6 +201,21 @@ mod tests {
         assert_eq!(traces.len(), 100_000);
         let spans: HashSet<_> = (0..100_000).map(|_| new_span_id()).collect();
         assert_eq!(spans.len(), 100_000);
+    }
+
+    #[test]
+    fn ulids_are_time_ordered_and_round_trip_through_crockford() {
+        let a = new_ulid();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_ulid();
+        let (ta, tb) = (to_crockford(&a), to_crockford(&b));
+        assert!(a < b && ta < tb, "later ids sort later, as bytes and as text");
+        assert_eq!(ta.len(), 26);
+        assert_eq!(parse_crockford(&ta), Some(a));
+        assert_eq!(parse_crockford(&to_crockford(&[0xff; 16])), Some([0xff; 16]));
+        assert_eq!(parse_crockford("8ZZZZZZZZZZZZZZZZZZZZZZZZZ"), None, "over 128 bits");
+        assert_eq!(parse_crockford(&ta.to_lowercase()), None);
+        assert_eq!(parse_crockford(&ta[1..]), None);
     }
 
     #[test]

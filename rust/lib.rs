@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod codec;
+pub mod decision;
 pub mod error;
 pub mod fork;
 pub mod ids;

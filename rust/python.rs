@@ -9,6 +9,7 @@ use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use crate::decision::{DecisionQuery, EventFields, OpenRequest};
 use crate::error::Error;
 use crate::ids;
 use crate::query::PageRequest;
@@ -21,6 +22,10 @@ pyo3::import_exception!(flightlog.errors, TraceNotFound);
 pyo3::import_exception!(flightlog.errors, StorageError);
 pyo3::import_exception!(flightlog.errors, StorageFull);
 pyo3::import_exception!(flightlog.errors, StoreClosed);
+pyo3::import_exception!(flightlog.errors, DecisionNotFound);
+pyo3::import_exception!(flightlog.errors, AccessDenied);
+pyo3::import_exception!(flightlog.errors, DecisionClosed);
+pyo3::import_exception!(flightlog.errors, InvalidTransition);
 
 fn to_py_err(err: Error) -> PyErr {
     let message = err.to_string();
@@ -41,6 +46,10 @@ fn to_py_err(err: Error) -> PyErr {
         Error::StorageFull(_) => StorageFull::new_err(message),
         Error::Storage(_) | Error::Corrupt(_) => StorageError::new_err(message),
         Error::Timeout(_) => PyTimeoutError::new_err(message),
+        Error::DecisionNotFound(_) => DecisionNotFound::new_err(message),
+        Error::AccessDenied(_) => AccessDenied::new_err(message),
+        Error::DecisionClosed(_) => DecisionClosed::new_err(message),
+        Error::InvalidTransition(_) => InvalidTransition::new_err(message),
     }
 }
 
@@ -51,6 +60,11 @@ fn parse_trace_id(text: &str) -> PyResult<ids::TraceId> {
             format!("must be 32 lowercase hex characters (not all zero), got {text:?}"),
         ))
     })
+}
+
+/// A msgpack-encoded instant (datetime, ISO-8601 string or epoch seconds) as Unix µs.
+fn instant(path: &str, bytes: &[u8]) -> PyResult<i64> {
+    crate::query::parse_instant_bytes(bytes).map_err(|why| to_py_err(Error::validation(path, why)))
 }
 
 /// An open store. The Python `flightlog.Store` wraps it; see its docstrings.
@@ -224,6 +238,133 @@ impl PyStore {
     fn compact(&self, py: Python<'_>, dest: PathBuf) -> PyResult<()> {
         let store = self.store()?;
         py.detach(|| store.compact(&dest)).map_err(to_py_err)
+    }
+
+    /// Opens a decision; `metadata` is a msgpack map. Returns the decision id.
+    #[pyo3(signature = (agent, intent, automation_mode, metadata=None, trace_id=None, run_id=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_decision(
+        &self,
+        py: Python<'_>,
+        agent: String,
+        intent: String,
+        automation_mode: String,
+        metadata: Option<&[u8]>,
+        trace_id: Option<String>,
+        run_id: Option<String>,
+    ) -> PyResult<String> {
+        let metadata = metadata.map(<[u8]>::to_vec);
+        let request =
+            OpenRequest { agent, intent, mode: automation_mode, metadata, trace_id, run_id };
+        let store = self.store()?;
+        py.detach(|| store.open_decision(&request)).map_err(to_py_err)
+    }
+
+    /// Records one decision event durably; returns it as msgpack. `mutation_summary` and
+    /// `context` are msgpack values.
+    #[pyo3(signature = (decision_id, agent, r#type, *, product=None, purpose=None,
+                        data_ref=None, mutation_summary=None, idempotency_key=None,
+                        policy_id=None, outcome=None, rationale=None, approved=None, by=None,
+                        context=None, summary=None, action=None, reason=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn decision_event<'py>(
+        &self,
+        py: Python<'py>,
+        decision_id: &str,
+        agent: &str,
+        r#type: &str,
+        product: Option<String>,
+        purpose: Option<String>,
+        data_ref: Option<String>,
+        mutation_summary: Option<&[u8]>,
+        idempotency_key: Option<String>,
+        policy_id: Option<String>,
+        outcome: Option<String>,
+        rationale: Option<String>,
+        approved: Option<bool>,
+        by: Option<String>,
+        context: Option<&[u8]>,
+        summary: Option<String>,
+        action: Option<String>,
+        reason: Option<String>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let fields = EventFields {
+            product,
+            purpose,
+            data_ref,
+            mutation_summary: mutation_summary.map(<[u8]>::to_vec),
+            idempotency_key,
+            policy_id,
+            outcome,
+            rationale,
+            approved,
+            by,
+            context: context.map(<[u8]>::to_vec),
+            summary,
+            action,
+            reason,
+        };
+        let store = self.store()?;
+        let bytes = py
+            .detach(|| store.decision_event(decision_id, agent, r#type, fields))
+            .map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// A decision as msgpack (a DecisionTrace), with its events unless `events` is false.
+    #[pyo3(signature = (decision_id, agent, events=true))]
+    fn decision_trace<'py>(
+        &self,
+        py: Python<'py>,
+        decision_id: &str,
+        agent: &str,
+        events: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let store = self.store()?;
+        let bytes =
+            py.detach(|| store.decision_trace(decision_id, agent, events)).map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    fn verify_decision(&self, py: Python<'_>, decision_id: &str, agent: &str) -> PyResult<bool> {
+        let store = self.store()?;
+        py.detach(|| store.verify_decision(decision_id, agent)).map_err(to_py_err)
+    }
+
+    /// One page (msgpack) of an agent's decisions, newest first. `since` / `until` are
+    /// msgpack-encoded instants.
+    #[pyo3(signature = (agent, status, intent, since, until, limit, cursor))]
+    #[allow(clippy::too_many_arguments)]
+    fn decisions<'py>(
+        &self,
+        py: Python<'py>,
+        agent: String,
+        status: Option<String>,
+        intent: Option<String>,
+        since: Option<&[u8]>,
+        until: Option<&[u8]>,
+        limit: i64,
+        cursor: Option<String>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let query = DecisionQuery {
+            agent,
+            status,
+            intent,
+            since_us: since.map(|b| instant("since", b)).transpose()?,
+            until_us: until.map(|b| instant("until", b)).transpose()?,
+            limit,
+            cursor,
+        };
+        let store = self.store()?;
+        let bytes = py.detach(|| store.decisions(&query)).map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Removes closed decisions closed before `before` (a msgpack-encoded instant).
+    fn purge_decisions(&self, py: Python<'_>, before: &[u8]) -> PyResult<u64> {
+        let before_us = instant("before", before)?;
+        let store = self.store()?;
+        py.detach(|| store.purge_decisions(before_us)).map_err(to_py_err)
     }
 
     /// Flushes what this handle logged, then releases it. Idempotent.

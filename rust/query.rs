@@ -358,6 +358,14 @@ fn parse_number(token: Token<'_>) -> std::result::Result<f64, String> {
     }
 }
 
+/// [`parse_instant`] of one msgpack-encoded value.
+pub fn parse_instant_bytes(bytes: &[u8]) -> std::result::Result<i64, String> {
+    let mut reader = Reader::new(bytes);
+    let token = reader.read_token().map_err(|e| e.to_string())?;
+    reader.expect_end().map_err(|e| e.to_string())?;
+    parse_instant(token)
+}
+
 /// A datetime, an ISO-8601 string (naive means UTC) or Unix epoch seconds, as microseconds
 /// rounded up: a stored microsecond `t` is at or after an instant `x` exactly when
 /// `t >= ceil(x)`, which makes both the inclusive and the exclusive bound exact.

@@ -19,6 +19,7 @@ use heed::{
 
 use crate::check::{self, CheckReport};
 use crate::codec::{self, Dictionary};
+use crate::decision::DecisionJob;
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::{to_hex, TraceId};
@@ -105,6 +106,14 @@ pub struct Databases {
     pub index: Database<Bytes, Bytes>,
     /// 16-byte trace id -> its [`MergeState`], for traces that may be logged in fragments.
     pub merges: Database<Bytes, Bytes>,
+    /// 16-byte decision id -> its [`crate::decision::Envelope`].
+    pub decisions: Database<Bytes, Bytes>,
+    /// [`crate::decision::event_key`] -> the event's hash and canonical bytes.
+    pub decision_events: Database<Bytes, Bytes>,
+    /// [`crate::decision::agent_key`] -> empty: each agent's decisions in creation order.
+    pub decision_agents: Database<Bytes, Bytes>,
+    /// Decision id + idempotency key -> u32 big-endian sequence number of its write event.
+    pub decision_keys: Database<Bytes, Bytes>,
 }
 
 impl Databases {
@@ -499,6 +508,11 @@ impl Store {
         check::check(&self.env.core)
     }
 
+    /// Applies a change to decisions on the writer thread, durably (see decision.rs).
+    pub fn decide(&self, job: DecisionJob) -> Result<u64> {
+        self.writer()?.decide(job)
+    }
+
     /// Removes traces and everything indexed about them; returns how many existed.
     pub fn delete(&self, ids: Vec<TraceId>) -> Result<u64> {
         self.writer()?.delete(ids)
@@ -702,6 +716,10 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Databases> {
         by_time: env.create_database(&mut txn, Some("by_time")).map_err(fail)?,
         index: env.create_database(&mut txn, Some("index")).map_err(fail)?,
         merges: env.create_database(&mut txn, Some("merges")).map_err(fail)?,
+        decisions: env.create_database(&mut txn, Some("decisions")).map_err(fail)?,
+        decision_events: env.create_database(&mut txn, Some("decision_events")).map_err(fail)?,
+        decision_agents: env.create_database(&mut txn, Some("decision_agents")).map_err(fail)?,
+        decision_keys: env.create_database(&mut txn, Some("decision_keys")).map_err(fail)?,
     };
     match dbs.meta.get(&txn, b"format").map_err(fail)? {
         None => dbs.meta.put(&mut txn, b"format", FORMAT).map_err(fail)?,
@@ -736,6 +754,10 @@ fn open_databases(env: &Env<WithoutTls>) -> Result<Databases> {
         by_time: open("by_time")?,
         index: open("index")?,
         merges: open("merges")?,
+        decisions: open("decisions")?,
+        decision_events: open("decision_events")?,
+        decision_agents: open("decision_agents")?,
+        decision_keys: open("decision_keys")?,
     };
     match dbs.meta.get(&txn, b"format").map_err(fail)? {
         Some(found) => check_format(found)?,

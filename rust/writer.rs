@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use heed::{EnvFlags, FlagSetMode, PutFlags, RwTxn};
 
 use crate::codec::{self, Dictionary, Encoder};
+use crate::decision::DecisionJob;
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::TraceId;
@@ -90,13 +91,15 @@ enum Job {
     Flush(Arc<Completion>),
     /// Remove these traces; completes with how many existed.
     Delete(Vec<TraceId>, Arc<Completion>),
+    /// A change to decisions, committed and synced on its own.
+    Decision(DecisionJob, Arc<Completion>),
 }
 
 impl Job {
     fn bytes(&self) -> usize {
         match self {
             Job::Append { records, .. } => records.iter().map(|r| r.bytes.len()).sum(),
-            Job::Flush(_) | Job::Delete(..) => 0,
+            Job::Flush(_) | Job::Delete(..) | Job::Decision(..) => 0,
         }
     }
 }
@@ -246,6 +249,14 @@ impl Writer {
         done.wait(None)
     }
 
+    /// Applies a decision change in its own transaction after everything queued before,
+    /// and returns once it is synced: the job's outcome, or its refusal.
+    pub fn decide(&self, job: DecisionJob) -> Result<u64> {
+        let done = Completion::new();
+        self.queue.push(Job::Decision(job, Arc::clone(&done)))?;
+        done.wait(None)
+    }
+
     /// Whether the writer thread is falling behind: callers should then compress their own
     /// records (with the GIL released) so that both cores share the work.
     pub fn backlogged(&self) -> bool {
@@ -341,16 +352,19 @@ impl WriterLoop {
         let timeout = self.retention.is_set().then_some(SWEEP_EVERY);
         while let Some(mut jobs) = self.queue.take_all(timeout) {
             let bytes = jobs.iter().map(Job::bytes).sum();
-            // Deletes split the batch so that every job sees exactly the jobs before it.
+            // Deletes and decision changes split the batch so that every job sees exactly
+            // the jobs before it.
             let mut start = 0;
             for end in 0..=jobs.len() {
-                if end < jobs.len() && !matches!(jobs[end], Job::Delete(..)) {
+                if end < jobs.len() && !matches!(jobs[end], Job::Delete(..) | Job::Decision(..)) {
                     continue;
                 }
                 let outcome = self.commit(&mut jobs[start..end]);
                 self.complete(&jobs[start..end], outcome);
-                if let Some(Job::Delete(ids, done)) = jobs.get(end) {
-                    done.complete(self.delete(ids));
+                match jobs.get(end) {
+                    Some(Job::Delete(ids, done)) => done.complete(self.delete(ids)),
+                    Some(Job::Decision(job, done)) => done.complete(self.decide(job)),
+                    _ => {}
                 }
                 start = end + 1;
             }
@@ -384,7 +398,7 @@ impl WriterLoop {
                     Some(err) => Err(err),
                     None => Ok(0),
                 }),
-                Job::Delete(..) => {}
+                Job::Delete(..) | Job::Decision(..) => {}
             }
         }
     }
@@ -400,6 +414,17 @@ impl WriterLoop {
             Ok(())
         })?;
         Ok(removed)
+    }
+
+    /// Applies a decision change in one synced transaction.
+    fn decide(&mut self, job: &DecisionJob) -> Result<u64> {
+        self.set_no_sync(false)?;
+        let mut outcome = 0;
+        self.write("recording a decision event", |dbs, txn| {
+            outcome = job.apply(dbs, txn)?;
+            Ok(())
+        })?;
+        Ok(outcome)
     }
 
     /// Enforces retention: traces older than `max_age`, then the oldest until the data fits
@@ -607,8 +632,8 @@ impl WriterLoop {
 }
 
 /// Why a write transaction failed: LMDB (some failures are retried), or reading what is
-/// stored (a record that does not decode).
-enum Failure {
+/// stored (a record that does not decode), or a refusal (nothing is committed).
+pub enum Failure {
     Lmdb(heed::Error),
     Other(Error),
 }

@@ -513,3 +513,93 @@ def test_compact_into_a_non_empty_directory_exits_1(
 
     assert status == 1 and "not empty" in err
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
+
+
+@pytest.fixture
+def decided(tmp_path: Path) -> tuple[Path, str]:
+    """A store holding one committed decision of ``order-bot`` and one of ``planner``."""
+    path = tmp_path / "decisions"
+    with flightlog.open(path) as store:
+        with store.open_decision("order-bot", "customer.order.create", "autonomous") as d:
+            d.read(product="pg_customers_v1", purpose="order_validation")
+            d.evaluate(policy_id="order_validation_v1", outcome="allow")
+            d.write(product="pg_orders_v1", purpose="order_creation", mutation_summary={"rows": 1})
+        store.open_decision("planner", "plan.trip", "propose")
+    return path, d.decision_id
+
+
+def test_decision_prints_the_envelope_events_in_order_and_the_chain_status(
+    capsys: pytest.CaptureFixture[str], decided: tuple[Path, str]
+) -> None:
+    path, decision_id = decided
+    status, out, _ = run(
+        capsys, "decision", decision_id, "--agent", "order-bot", "--path", str(path)
+    )
+
+    assert status == 0
+    assert decision_id in out and "customer.order.create" in out and "committed" in out
+    order = [out.index(word) for word in (" open ", " read ", " evaluate ", " write ", " close ")]
+    assert order == sorted(order)
+    assert 'mutation_summary={"rows": 1}' in out and "outcome=allow" in out
+    assert "hash chain intact (5 events)" in out
+
+
+def test_decision_json_carries_the_trace_and_the_chain_status(
+    capsys: pytest.CaptureFixture[str], decided: tuple[Path, str]
+) -> None:
+    path, decision_id = decided
+    args = ("decision", decision_id, "--agent", "order-bot", "--path", str(path), "--json")
+    status, out, _ = run(capsys, *args)
+
+    shown = json.loads(out)
+    assert status == 0 and shown["chain_intact"] is True
+    assert [e["type"] for e in shown["decision"]["events"]][1:4] == ["read", "evaluate", "write"]
+
+
+def test_decision_of_a_changed_store_reports_a_broken_chain_and_exits_1(
+    capsys: pytest.CaptureFixture[str], decided: tuple[Path, str]
+) -> None:
+    path, decision_id = decided
+    env = lmdb.open(str(path), max_dbs=16)
+    try:
+        events = env.open_db(b"decision_events", create=False)
+        with env.begin(write=True, db=events) as txn:
+            for key, value in txn.cursor():
+                if b"pg_orders_v1" in value:
+                    txn.put(key, value.replace(b"pg_orders_v1", b"pg_orders_v2"))
+    finally:
+        env.close()
+
+    status, out, _ = run(
+        capsys, "decision", decision_id, "--agent", "order-bot", "--path", str(path)
+    )
+
+    assert status == 1 and "hash chain BROKEN" in out
+
+
+def test_decision_for_another_agent_is_denied(
+    capsys: pytest.CaptureFixture[str], decided: tuple[Path, str]
+) -> None:
+    path, decision_id = decided
+    status, out, err = run(
+        capsys, "decision", decision_id, "--agent", "planner", "--path", str(path)
+    )
+
+    assert status == 1 and out == ""
+    assert "may not access" in err and "customer.order" not in err
+
+
+def test_decisions_lists_only_the_agents_decisions(
+    capsys: pytest.CaptureFixture[str], decided: tuple[Path, str]
+) -> None:
+    path, decision_id = decided
+    status, out, _ = run(capsys, "decisions", "--agent", "order-bot", "--path", str(path), "--json")
+
+    assert status == 0
+    assert [d["decision_id"] for d in json.loads(out)] == [decision_id]
+    status, out, _ = run(capsys, "decisions", "--agent", "planner", "--path", str(path))
+    assert status == 0 and "1 decisions, newest first" in out and "plan.trip" in out
+    status, out, _ = run(
+        capsys, "decisions", "--agent", "planner", "--status", "committed", "--path", str(path)
+    )
+    assert status == 0 and "no decisions match" in out

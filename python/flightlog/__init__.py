@@ -1,6 +1,7 @@
 """flightlog: the flight recorder for AI agents, an embedded in-process trace store."""
 
 from flightlog._core import new_span_id, new_trace_id, trace_id_for
+from flightlog.decision import Decision
 from flightlog.errors import (
     AccessDenied,
     DecisionClosed,
@@ -17,6 +18,8 @@ from flightlog.errors import (
 from flightlog.records import (
     UNSET,
     CheckReport,
+    DecisionEvent,
+    DecisionTrace,
     Event,
     Page,
     Span,
@@ -34,8 +37,11 @@ __all__ = [
     "UNSET",
     "AccessDenied",
     "CheckReport",
+    "Decision",
     "DecisionClosed",
+    "DecisionEvent",
     "DecisionNotFound",
+    "DecisionTrace",
     "Event",
     "Filters",
     "FlightlogError",

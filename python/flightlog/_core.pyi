@@ -32,6 +32,49 @@ class Store:
     def delete_where(self, filters: bytes) -> int: ...
     def check(self) -> bytes: ...
     def compact(self, dest: str) -> None: ...
+    def open_decision(
+        self,
+        agent: str,
+        intent: str,
+        automation_mode: str,
+        metadata: bytes | None = None,
+        trace_id: str | None = None,
+        run_id: str | None = None,
+    ) -> str: ...
+    def decision_event(
+        self,
+        decision_id: str,
+        agent: str,
+        type: str,
+        *,
+        product: str | None = None,
+        purpose: str | None = None,
+        data_ref: str | None = None,
+        mutation_summary: bytes | None = None,
+        idempotency_key: str | None = None,
+        policy_id: str | None = None,
+        outcome: str | None = None,
+        rationale: str | None = None,
+        approved: bool | None = None,
+        by: str | None = None,
+        context: bytes | None = None,
+        summary: str | None = None,
+        action: str | None = None,
+        reason: str | None = None,
+    ) -> bytes: ...
+    def decision_trace(self, decision_id: str, agent: str, events: bool = True) -> bytes: ...
+    def verify_decision(self, decision_id: str, agent: str) -> bool: ...
+    def decisions(
+        self,
+        agent: str,
+        status: str | None,
+        intent: str | None,
+        since: bytes | None,
+        until: bytes | None,
+        limit: int,
+        cursor: str | None,
+    ) -> bytes: ...
+    def purge_decisions(self, before: bytes) -> int: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...

@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import msgspec
 
 import flightlog
-from flightlog.records import UNSET, Span, Stats, Trace, TraceSummary, UnsetType
+from flightlog.records import (
+    UNSET,
+    DecisionEvent,
+    DecisionTrace,
+    Span,
+    Stats,
+    Trace,
+    TraceSummary,
+    UnsetType,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_rm(commands)
     _add_check(commands)
     _add_compact(commands)
+    _add_decision(commands)
+    _add_decisions(commands)
     return parser
 
 
@@ -757,7 +768,7 @@ def _run_check(args: argparse.Namespace) -> int:
     else:
         print(
             f"checked {report.traces:,} traces, {report.records:,} records, "
-            f"{report.index_entries:,} index entries"
+            f"{report.index_entries:,} index entries, {report.decisions:,} decisions"
         )
         for problem in report.problems:
             print(f"problem: {problem}")
@@ -790,3 +801,192 @@ def _run_compact(args: argparse.Namespace) -> int:
     else:
         print(f"compacted {source} ({before / 1e6:,.1f} MB) into {dest} ({after / 1e6:,.1f} MB)")
     return 0
+
+
+# --- decision / decisions -------------------------------------------------------------------
+
+_DECISION_STATUSES = ["open", "needs_approval", "approved", "rejected", "committed", "aborted"]
+_DECISION_STYLES = {
+    "open": "yellow",
+    "needs_approval": "bold yellow",
+    "approved": "cyan",
+    "rejected": "bold red",
+    "committed": "green",
+    "aborted": "red",
+}
+# Event fields shown in the "details" column, in this order.
+_EVENT_DETAILS = (
+    "product",
+    "purpose",
+    "data_ref",
+    "mutation_summary",
+    "idempotency_key",
+    "policy_id",
+    "outcome",
+    "rationale",
+    "approved",
+    "by",
+    "context",
+    "summary",
+    "action",
+    "reason",
+    "intent",
+    "automation_mode",
+    "metadata",
+)
+
+
+def _add_agent_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--agent",
+        required=True,
+        metavar="NAME",
+        help="the agent that opened the decisions (no agent sees another's)",
+    )
+
+
+def _add_decision(commands: Commands) -> None:
+    decision = commands.add_parser(
+        "decision",
+        help="show one decision, its events and whether its hash chain is intact",
+        description="Shows a decision's envelope, then its events in the order they were "
+        "recorded, then whether the hash chain verifies. Exits with 1 when it does not.",
+    )
+    decision.add_argument("decision_id", metavar="ID", help="the decision id (dec_...)")
+    _add_agent_option(decision)
+    _add_store_options(decision)
+    decision.set_defaults(run=_command(_run_decision))
+
+
+def _run_decision(args: argparse.Namespace) -> int:
+    with _open(args, readonly=True) as store:
+        trace = store.decision_trace(args.decision_id, agent=args.agent)
+        intact = store.verify_decision(args.decision_id, agent=args.agent)
+    if args.json:
+        _print_json({"decision": trace, "chain_intact": intact})
+        return 0 if intact else 1
+    console = _console()
+    console.print(_envelope_table(trace))
+    console.print(_events_table(trace.events))
+    if intact:
+        console.print(f"[green]hash chain intact[/] ({len(trace.events)} events)")
+    else:
+        console.print("[bold red]hash chain BROKEN[/]: the stored bytes were changed")
+    return 0 if intact else 1
+
+
+def _envelope_table(trace: DecisionTrace) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    rows: dict[str, str | Text | None] = {
+        "decision": trace.decision_id,
+        "agent": trace.agent,
+        "intent": trace.intent,
+        "mode": trace.automation_mode,
+        "status": Text(trace.status, style=_DECISION_STYLES[trace.status]),
+        "opened": _moment(trace.created_at),
+        "closed": _moment(trace.closed_at) if trace.closed_at else None,
+        "trace id": trace.trace_id,
+        "run id": trace.run_id,
+        "metadata": json.dumps(trace.metadata) if trace.metadata else None,
+    }
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows.items():
+        if value is not None:
+            table.add_row(label, value)
+    return table
+
+
+def _moment(value: dt.datetime) -> str:
+    return value.isoformat(sep=" ", timespec="milliseconds")
+
+
+def _events_table(events: Sequence[DecisionEvent]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="events", title_justify="left", box=None, header_style="bold")
+    for heading in ("#", "time (UTC)", "type", "details", "hash"):
+        table.add_column(heading, no_wrap=heading != "details")
+    for seq, event in enumerate(events):
+        table.add_row(
+            str(seq),
+            event.timestamp.strftime("%H:%M:%S.%f")[:-3],
+            event.type,
+            _event_details(event),
+            event.hash[:12],
+        )
+    return table
+
+
+def _event_details(event: DecisionEvent) -> str:
+    """The fields an event has, as ``name=value`` pairs (JSON for structured values)."""
+    parts = []
+    for name in _EVENT_DETAILS:
+        value = getattr(event, name)
+        if value is UNSET:
+            continue
+        text = value if isinstance(value, str) else json.dumps(msgspec.to_builtins(value))
+        parts.append(f"{name}={text}")
+    return " ".join(parts)
+
+
+def _add_decisions(commands: Commands) -> None:
+    decisions = commands.add_parser(
+        "decisions",
+        help="list an agent's decisions, newest first",
+        description="Lists the decisions an agent opened, newest first.",
+    )
+    _add_agent_option(decisions)
+    decisions.add_argument("--status", choices=_DECISION_STATUSES, help="only this status")
+    decisions.add_argument("--intent", metavar="INTENT", help="only this intent")
+    when = "an ISO-8601 time (UTC unless it says), epoch seconds, or an age like 90m, 2h, 7d"
+    decisions.add_argument(
+        "--since", type=_instant, metavar="WHEN", help=f"opened at or after: {when}"
+    )
+    decisions.add_argument("--until", type=_instant, metavar="WHEN", help=f"opened before: {when}")
+    decisions.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="list at most N decisions (1-1000)"
+    )
+    _add_store_options(decisions)
+    decisions.set_defaults(run=_command(_run_decisions))
+
+
+def _run_decisions(args: argparse.Namespace) -> int:
+    with _open(args, readonly=True) as store:
+        page = store.decisions(
+            agent=args.agent,
+            status=args.status,
+            intent=args.intent,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+        )
+    if args.json:
+        _print_json(page.items)
+        return 0
+    _console().print(_decisions_table(page.items, more=page.next_cursor is not None))
+    return 0
+
+
+def _decisions_table(items: Sequence[DecisionTrace], *, more: bool) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    title = f"{len(items)} decisions, newest first" if items else "no decisions match"
+    if more:
+        title += " (more with a larger --limit)"
+    table = Table(title=title, title_justify="left", box=None, header_style="bold")
+    for heading in ("opened (UTC)", "decision id", "intent", "mode", "status"):
+        table.add_column(heading, no_wrap=heading != "intent")
+    for item in items:
+        table.add_row(
+            item.created_at.strftime("%m-%d %H:%M:%S"),
+            item.decision_id,
+            item.intent,
+            item.automation_mode,
+            Text(item.status, style=_DECISION_STYLES[item.status]),
+        )
+    return table

@@ -17,7 +17,12 @@ from msgspec import UNSET, Struct, UnsetType, field
 
 __all__ = [
     "UNSET",
+    "AutomationMode",
     "CheckReport",
+    "DecisionEvent",
+    "DecisionEventType",
+    "DecisionStatus",
+    "DecisionTrace",
     "Event",
     "EventStatus",
     "Page",
@@ -50,6 +55,18 @@ SpanKind = Literal[
 ]
 SpanStatusCode = Literal["UNSET", "OK", "ERROR"]
 EventStatus = Literal["started", "proposed", "pending", "succeeded", "failed", "blocked"]
+AutomationMode = Literal["propose", "approve", "override", "autonomous"]
+DecisionStatus = Literal["open", "needs_approval", "approved", "rejected", "committed", "aborted"]
+DecisionEventType = Literal[
+    "open",
+    "read",
+    "write",
+    "evaluate",
+    "approval_requested",
+    "approval_resolved",
+    "context",
+    "close",
+]
 
 
 class _Record(Struct, kw_only=True, omit_defaults=True):
@@ -236,9 +253,67 @@ class CheckReport(_Result):
     traces: int
     records: int
     index_entries: int
+    decisions: int = 0
     problems: list[str] = field(default_factory=list)
+
+
+class DecisionEvent(_Result):
+    """One event of a decision, in the order it was recorded.
+
+    ``hash`` (64 lowercase hex) is SHA-256 over the previous event's hash and this event's
+    canonical bytes. Fields a type does not have, or the caller did not give, are ``UNSET``.
+    The ``open`` event carries the envelope: ``agent``, ``intent``, ``automation_mode``,
+    ``metadata``, ``trace_id``, ``run_id``.
+    """
+
+    event_id: str
+    type: DecisionEventType
+    timestamp: dt.datetime
+    hash: str
+    product: str | UnsetType = UNSET
+    purpose: str | UnsetType = UNSET
+    data_ref: str | UnsetType = UNSET
+    mutation_summary: Any = UNSET
+    idempotency_key: str | UnsetType = UNSET
+    policy_id: str | UnsetType = UNSET
+    outcome: Literal["allow", "deny", "requires_exception"] | UnsetType = UNSET
+    rationale: str | UnsetType = UNSET
+    approved: bool | UnsetType = UNSET
+    by: str | UnsetType = UNSET
+    context: Any = UNSET
+    summary: str | UnsetType = UNSET
+    action: Literal["commit", "abort"] | UnsetType = UNSET
+    reason: str | UnsetType = UNSET
+    agent: str | UnsetType = UNSET
+    intent: str | UnsetType = UNSET
+    automation_mode: AutomationMode | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+    trace_id: str | UnsetType = UNSET
+    run_id: str | UnsetType = UNSET
+
+
+class DecisionTrace(_Result):
+    """A decision: its envelope and (from :meth:`Store.decision_trace`) its events.
+
+    :meth:`Store.decisions` lists envelopes only: ``events`` is then empty.
+    """
+
+    decision_id: str
+    agent: str
+    intent: str
+    automation_mode: AutomationMode
+    status: DecisionStatus
+    created_at: dt.datetime
+    closed_at: dt.datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    trace_id: str | None = None
+    run_id: str | None = None
+    events: list[DecisionEvent] = field(default_factory=list)
 
 
 page_decoder = msgspec.msgpack.Decoder(Page[TraceSummary])
 stats_decoder = msgspec.msgpack.Decoder(Stats)
 check_report_decoder = msgspec.msgpack.Decoder(CheckReport)
+decision_trace_decoder = msgspec.msgpack.Decoder(DecisionTrace)
+decision_event_decoder = msgspec.msgpack.Decoder(DecisionEvent)
+decision_page_decoder = msgspec.msgpack.Decoder(Page[DecisionTrace])

@@ -20,16 +20,22 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import msgspec
 
 from flightlog import _core
-from flightlog.errors import ValidationError
+from flightlog.decision import Decision
+from flightlog.errors import DecisionClosed, StorageError, ValidationError
 from flightlog.merge import merge_fragments
 from flightlog.records import (
+    AutomationMode,
     CheckReport,
+    DecisionStatus,
+    DecisionTrace,
     Page,
     Stats,
     Trace,
     TraceStatus,
     TraceSummary,
     check_report_decoder,
+    decision_page_decoder,
+    decision_trace_decoder,
     encoder,
     page_decoder,
     stats_decoder,
@@ -275,6 +281,153 @@ class Store:
         """
         return check_report_decoder.decode(self._core.check())
 
+    def open_decision(
+        self,
+        agent: str,
+        intent: str,
+        automation_mode: AutomationMode,
+        metadata: Mapping[str, Any] | None = None,
+        trace_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Decision:
+        """Opens a decision and records its ``open`` event durably.
+
+        Use the returned handle as a context manager (``with store.open_decision(...) as
+        d:``) so that it commits on success and aborts on an exception.
+
+        Args:
+            agent: The agent deciding; only this agent may read or extend the decision.
+            intent: What the decision is for, e.g. ``"customer.order.create"``.
+            automation_mode: ``"propose"``, ``"approve"``, ``"override"`` or
+                ``"autonomous"``; fixed for the decision's lifetime.
+            metadata: JSON-compatible facts about the decision (not redacted).
+            trace_id: The trace this decision belongs to (32 lowercase hex).
+            run_id: The run this decision belongs to.
+
+        Returns:
+            A :class:`Decision` handle.
+
+        Raises:
+            ValidationError: A field is missing or malformed; ``.errors`` names it.
+            StorageError: The store is read-only or the write failed.
+        """
+        _check_strings(agent=agent, intent=intent, automation_mode=automation_mode)
+        _check_strings(trace_id=trace_id, run_id=run_id, optional=True)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise _type_error("metadata", "a dict", metadata)
+        decision_id = self._core.open_decision(
+            agent,
+            intent,
+            automation_mode,
+            metadata=None if metadata is None else _encode(metadata, "metadata"),
+            trace_id=trace_id,
+            run_id=run_id,
+        )
+        return Decision(self._core, decision_id, agent)
+
+    def decision(self, decision_id: str, *, agent: str) -> Decision:
+        """Re-attaches to an open decision, e.g. one opened by another process.
+
+        Raises:
+            ValidationError: ``decision_id`` is empty or malformed.
+            DecisionNotFound: No such decision is stored.
+            AccessDenied: ``agent`` did not open it.
+            DecisionClosed: It is committed or aborted.
+        """
+        found = self._decision(decision_id, agent, events=False)
+        if found.status in ("committed", "aborted"):
+            raise DecisionClosed(f"decision {decision_id} is {found.status}: it cannot change")
+        return Decision(self._core, decision_id, agent)
+
+    def decision_trace(self, decision_id: str, *, agent: str) -> DecisionTrace:
+        """Reads a decision: its envelope and every event, in the order recorded.
+
+        Raises:
+            ValidationError: ``decision_id`` is empty or malformed.
+            DecisionNotFound: No such decision is stored.
+            AccessDenied: ``agent`` did not open it (nothing of it is revealed).
+        """
+        return self._decision(decision_id, agent, events=True)
+
+    def verify_decision(self, decision_id: str, *, agent: str) -> bool:
+        """Recomputes the decision's hash chain from the stored bytes.
+
+        Returns:
+            ``True`` when every event's hash matches its bytes and its predecessor, the
+            ``open`` event matches the envelope, and the envelope ends the chain.
+
+        Raises:
+            ValidationError: ``decision_id`` is empty or malformed.
+            DecisionNotFound: No such decision is stored.
+            AccessDenied: ``agent`` did not open it.
+        """
+        _check_strings(decision_id=decision_id, agent=agent)
+        return self._core.verify_decision(decision_id, agent)
+
+    def decisions(
+        self,
+        *,
+        agent: str,
+        status: DecisionStatus | None = None,
+        intent: str | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[DecisionTrace]:
+        """Lists one agent's decisions, newest first, without their events.
+
+        Args:
+            agent: Whose decisions; no agent sees another's.
+            status: Only decisions with this status.
+            intent: Only decisions with this intent.
+            since: Only decisions opened at or after this instant (``datetime``, naive
+                meaning UTC; ISO-8601 string; or Unix epoch seconds).
+            until: Only decisions opened before this instant.
+            limit: Most items on the page, 1 to 1000.
+            cursor: The ``next_cursor`` of the previous page, with the same filters.
+
+        Raises:
+            ValidationError: A filter, ``limit`` or ``cursor`` is malformed.
+        """
+        _check_strings(agent=agent)
+        _check_strings(status=status, intent=intent, cursor=cursor, optional=True)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise _type_error("limit", "an int", limit)
+        raw = self._core.decisions(
+            agent,
+            status,
+            intent,
+            None if since is None else _encode(since, "since"),
+            None if until is None else _encode(until, "until"),
+            limit,
+            cursor,
+        )
+        return decision_page_decoder.decode(raw)
+
+    def purge_decisions(self, *, before: Instant) -> int:
+        """Removes committed and aborted decisions closed before ``before``. Open decisions
+        are never removed; neither :meth:`delete`, :meth:`delete_where` nor retention
+        removes any decision.
+
+        Returns:
+            How many decisions were removed.
+
+        Raises:
+            ValidationError: ``before`` is not a ``datetime``, ISO-8601 string or epoch
+                seconds.
+        """
+        return self._core.purge_decisions(_encode(before, "before"))
+
+    def _decision(self, decision_id: str, agent: str, *, events: bool) -> DecisionTrace:
+        _check_strings(decision_id=decision_id, agent=agent)
+        raw = self._core.decision_trace(decision_id, agent, events=events)
+        try:
+            return decision_trace_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            # Only bytes changed behind the store's back get here; verify_decision says so.
+            raise StorageError(f"decision {decision_id} does not decode: {exc}") from None
+
     def compact(self, dest: str | os.PathLike[str]) -> Path:
         """Writes a compacted copy of the store (free pages and deleted bytes left out).
 
@@ -437,11 +590,25 @@ def _checked_trace_id(trace_id: object) -> str:
     return trace_id
 
 
-def _encode(record: object) -> bytes:
+def _check_strings(*, optional: bool = False, **values: object) -> None:
+    """Refuses arguments that are not strings (``None`` too, unless ``optional``)."""
+    for name, value in values.items():
+        if not isinstance(value, str) and not (optional and value is None):
+            raise _type_error(name, "a string", value)
+
+
+def _type_error(name: str, expected: str, value: object) -> ValidationError:
+    message = f"expected {expected}, got {type(value).__name__}"
+    return ValidationError(f"{name}: {message}", [{"path": name, "message": message}])
+
+
+def _encode(record: object, root: str = "") -> bytes:
     try:
         return encoder.encode(record)
     except (TypeError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
         path, problem = _find_unencodable(record)
+        if root:
+            path = f"{root}.{path}" if path else root
         raise ValidationError(
             f"{path or '<root>'}: {problem or exc}",
             [{"path": path, "message": problem or f"expected a JSON-compatible value: {exc}"}],
