@@ -8,6 +8,7 @@ pub mod fork;
 pub mod ids;
 pub mod msgpack;
 pub mod query;
+pub mod redact;
 pub mod schema;
 pub mod store;
 pub mod summary;
