@@ -148,12 +148,17 @@ impl Redaction {
         // faster than a case-insensitive one) finds the keywords in any case.
         let folded = input.to_ascii_lowercase();
         let mut hits = Vec::new();
-        let mut from = 0;
-        while let Some(m) = rules.keywords.find(Input::new(&folded).range(from..)) {
-            let rules = rules.of_keyword[m.pattern().as_usize()];
-            hits.push(Hit { start: m.start(), end: m.end(), rules });
-            // Keywords may overlap in the text (`ghp_` in `xghp_`): look again one byte on.
-            from = m.start() + 1;
+        for group in &rules.keywords {
+            let mut from = 0;
+            while let Some(m) = group.search.find(Input::new(&folded).range(from..)) {
+                let rules = group.rules[m.pattern().as_usize()];
+                hits.push(Hit { start: m.start(), end: m.end(), rules });
+                // Keywords may overlap in the text (`sk------BEGIN`): look again one byte on.
+                from = m.start() + 1;
+            }
+        }
+        if rules.keywords.len() > 1 {
+            hits.sort_unstable_by_key(|hit| hit.start);
         }
         Some(Scan { redaction: self, rules, hits, next: 0 })
     }
@@ -333,10 +338,22 @@ impl Rule {
 /// The built-in rules, with their keyword prefilter.
 struct Rules {
     rules: Vec<Rule>,
-    keywords: AhoCorasick,
-    /// For each keyword (by pattern id), the rules that have it, as bits of rule indexes.
-    of_keyword: Vec<u64>,
+    keywords: Vec<KeywordGroup>,
 }
+
+/// Keywords searched for together.
+///
+/// The search runs on SIMD (aho-corasick's Teddy), which sorts patterns into 16 buckets;
+/// with several keywords per bucket it stops at many false starts in ordinary text. Three
+/// searches of 14 keywords were measured at 2.0 µs per 5 KB of prose and of code, one of 40
+/// at 2.8 to 4.7 µs.
+struct KeywordGroup {
+    search: AhoCorasick,
+    /// For each keyword (by pattern id), the rules that have it, as bits of rule indexes.
+    rules: Vec<u64>,
+}
+
+const KEYWORDS_PER_GROUP: usize = 14;
 
 /// The rules of `redact_rules.txt`, compiled on first use.
 fn builtin() -> &'static Rules {
@@ -391,11 +408,18 @@ impl Rules {
                 return Err(format!("redact_rules.txt: keyword {a:?} starts keyword {b:?}"));
             }
         }
-        let keywords = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(&keywords)
-            .map_err(|e| format!("redact_rules.txt keywords: {e}"))?;
-        Ok(Rules { rules, keywords, of_keyword })
+        let keywords = keywords
+            .chunks(KEYWORDS_PER_GROUP)
+            .zip(of_keyword.chunks(KEYWORDS_PER_GROUP))
+            .map(|(words, rules)| {
+                let search = AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(words)
+                    .map_err(|e| format!("redact_rules.txt keywords: {e}"))?;
+                Ok(KeywordGroup { search, rules: rules.to_vec() })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Rules { rules, keywords })
     }
 }
 

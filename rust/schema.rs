@@ -3023,6 +3023,217 @@ mod tests {
         assert!(errors[0].starts_with("tags[0]: malformed msgpack at byte"), "{errors:?}");
     }
 
+    // ---- secrets ----
+
+    /// A fake GitHub token: the redaction tests' secret.
+    fn ghp() -> String {
+        format!("ghp_{}", "aB3dE5fG7hJ9kL2mN4pQ6rS8tU0vW1xY3zA5")
+    }
+
+    fn with(redaction: &Redaction, input: &[u8]) -> Result<Canonical, Vec<FieldError>> {
+        canonicalize(input, &Limits::default(), redaction, NOW)
+    }
+
+    fn reject() -> Redaction {
+        Redaction::new(Mode::Reject, &[], &[]).unwrap()
+    }
+
+    /// A trace holding `secret` in every free-text field, and the paths it is at.
+    fn secret_everywhere(secret: &str) -> (Vec<u8>, Vec<&'static str>) {
+        let text = || s(&format!("see {secret} here"));
+        let decision = m(vec![("reason_summary", text()), ("changed_fields", a(vec![text()]))]);
+        let input = trace(vec![
+            ("input", text()),
+            ("output", text()),
+            (
+                "tool_calls",
+                a(vec![m(vec![
+                    ("tool_name", s("web")),
+                    ("input", m(vec![("q", m(vec![("deep", a(vec![V::Int(1), text()]))]))])),
+                    ("output", text()),
+                    ("error", text()),
+                ])]),
+            ),
+            ("metadata", m(vec![("notes", a(vec![text()]))])),
+            (
+                "spans",
+                a(vec![m(vec![
+                    ("name", text()),
+                    ("status_message", text()),
+                    ("attributes", m(vec![("prompt", text())])),
+                    (
+                        "events",
+                        a(vec![m(vec![("name", text()), ("attributes", m(vec![("x", text())]))])]),
+                    ),
+                ])]),
+            ),
+            (
+                "events",
+                a(vec![m(vec![("metadata", m(vec![("why", text()), ("decision", decision)]))])]),
+            ),
+        ]);
+        let paths = vec![
+            "input",
+            "output",
+            "tool_calls[0].input.q.deep[1]",
+            "tool_calls[0].output",
+            "tool_calls[0].error",
+            "metadata.notes[0]",
+            "spans[0].name",
+            "spans[0].status_message",
+            "spans[0].attributes.prompt",
+            "spans[0].events[0].name",
+            "spans[0].events[0].attributes.x",
+            "events[0].metadata.why",
+            "events[0].metadata.decision.reason_summary",
+            "events[0].metadata.decision.changed_fields[0]",
+        ];
+        (input, paths)
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_every_free_text_field() {
+        let (input, paths) = secret_everywhere(&ghp());
+        let canonical = run(&input).unwrap();
+        let v = decode(&canonical.bytes);
+        for path in &paths {
+            assert_eq!(v.get(path).str(), "see [REDACTED:github_token] here", "{path}");
+        }
+        assert_eq!(v.get("redactions"), &V::UInt(paths.len() as u64));
+        let secret = ghp();
+        assert!(!canonical.bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        // Redacting again finds nothing more.
+        let again = decode(&run(&canonical.bytes).unwrap().bytes);
+        assert_eq!(again.get("redactions"), &V::UInt(0));
+        assert_eq!(again.get("input"), v.get("input"));
+    }
+
+    #[test]
+    fn ids_names_and_tags_are_not_scanned() {
+        let secret = ghp();
+        let input = trace(vec![
+            ("session_id", s(&secret)),
+            ("tags", a(vec![s(&secret)])),
+            ("tool_calls", a(vec![m(vec![("tool_name", s(&secret))])])),
+        ]);
+        let v = ok(&input);
+        assert_eq!(v.get("session_id").str(), secret);
+        assert_eq!(v.get("tags[0]").str(), secret);
+        assert_eq!(v.get("tool_calls[0].tool_name").str(), secret);
+        assert_eq!(v.get("redactions"), &V::UInt(0));
+    }
+
+    #[test]
+    fn values_under_secret_keys_are_replaced_whole() {
+        let input = trace(vec![(
+            "metadata",
+            m(vec![
+                ("password", s("hunter2")),
+                ("X-Api-Key", m(vec![("nested", a(vec![s(&ghp()), V::Int(1)]))])),
+                ("clientSecret", V::Int(1234)),
+                ("auth", m(vec![("refresh_token", a(vec![s("r1"), s("r2")]))])),
+                ("token", V::Nil),
+                ("cookie", s("")),
+                ("Authorization", s("[REDACTED]")),
+                ("max_tokens", V::Int(512)),
+            ]),
+        )]);
+        let canonical = run(&input).unwrap();
+        let v = decode(&canonical.bytes);
+        let redacted = s("[REDACTED]");
+        assert_eq!(v.get("metadata.password"), &redacted);
+        assert_eq!(v.get("metadata.X-Api-Key"), &redacted, "a whole map, its token not counted");
+        assert_eq!(v.get("metadata.clientSecret"), &redacted);
+        assert_eq!(v.get("metadata.auth.refresh_token"), &redacted);
+        assert_eq!(v.get("metadata.token"), &V::Nil, "nothing to hide");
+        assert_eq!(v.get("metadata.cookie"), &s(""));
+        assert_eq!(v.get("metadata.max_tokens"), &V::UInt(512));
+        assert_eq!(v.get("redactions"), &V::UInt(4));
+        // Event metadata's own keys too.
+        let event =
+            trace(vec![("events", a(vec![m(vec![("metadata", m(vec![("api_key", s("k"))]))])]))]);
+        assert_eq!(ok_redacted(&event).get("events[0].metadata.api_key"), &redacted);
+    }
+
+    /// The decoded output of a trace that has redactions (not a fixed point: redacting
+    /// again counts none).
+    fn ok_redacted(input: &[u8]) -> V {
+        decode(&run(input).unwrap_or_else(|e| panic!("unexpected errors: {e:?}")).bytes)
+    }
+
+    #[test]
+    fn strings_with_wide_headers_are_replaced_whole() {
+        // A short string in a str8 header (0xd9), as some encoders write it.
+        let input = trace(vec![("input", V::RawStr(format!("k={}", ghp()).into_bytes()))]);
+        assert_eq!(ok_redacted(&input).get("input").str(), "k=[REDACTED:github_token]");
+        let long = format!("{}{}", "x ".repeat(40_000), ghp());
+        let v = ok_redacted(&trace(vec![("output", s(&long))]));
+        assert!(v.get("output").str().ends_with("x [REDACTED:github_token]"));
+    }
+
+    #[test]
+    fn off_stores_secrets_as_given() {
+        let (input, paths) = secret_everywhere(&ghp());
+        let off = Redaction::new(Mode::Off, &[], &[]).unwrap();
+        let v = decode(&with(&off, &input).unwrap().bytes);
+        for path in &paths {
+            assert_eq!(v.get(path).str(), format!("see {} here", ghp()), "{path}");
+        }
+        assert_eq!(v.get("redactions"), &V::UInt(0));
+    }
+
+    #[test]
+    fn reject_names_paths_and_kinds_never_the_secret() {
+        let (input, paths) = secret_everywhere(&ghp());
+        let errors = with(&reject(), &input).unwrap_err();
+        let got: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(got, paths);
+        for e in &errors {
+            assert_eq!(e.kind.as_deref(), Some("github_token"));
+            assert_eq!(e.message, "holds a secret (github_token)");
+        }
+        let keyed = trace(vec![(
+            "spans",
+            a(vec![
+                m(vec![("name", s("a"))]),
+                m(vec![("name", s("b")), ("attributes", m(vec![("api_key", s("k1"))]))]),
+            ]),
+        )]);
+        let errors = with(&reject(), &keyed).unwrap_err();
+        assert_eq!(errors, [FieldError::secret("spans[1].attributes.api_key", redact::KEY_NAME)]);
+        assert_eq!(
+            errors[0].to_string(),
+            "spans[1].attributes.api_key: is under a secret-looking key name"
+        );
+        assert!(with(&reject(), &trace(vec![("input", s("clean"))])).is_ok());
+    }
+
+    #[test]
+    fn reject_reports_invalid_fields_before_secrets() {
+        let input = trace(vec![("input", s(&ghp())), ("status", s("bogus"))]);
+        let errors = with(&reject(), &input).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "status");
+        assert_eq!(errors[0].kind, None);
+    }
+
+    #[test]
+    fn many_rejects_secrets_with_element_paths() {
+        let mut batch = vec![0x92];
+        batch.extend(trace(vec![]));
+        batch.extend(trace(vec![("metadata", m(vec![("db", s(&format!("pg://u:{}@h", "pw1")))]))]));
+        let errors = canonicalize_many(&batch, &Limits::default(), &reject(), NOW).unwrap_err();
+        assert_eq!(errors, [FieldError::secret("[1].metadata.db", "url_password")]);
+        let traces =
+            canonicalize_many(&batch, &Limits::default(), &Redaction::default(), NOW).unwrap();
+        assert_eq!(
+            decode(&traces[1].bytes).get("metadata.db").str(),
+            "pg://u:[REDACTED:url_password]@h"
+        );
+        assert_eq!(decode(&traces[1].bytes).get("redactions"), &V::UInt(1));
+        assert_eq!(decode(&traces[0].bytes).get("redactions"), &V::UInt(0));
+    }
+
     // ---- canonicalize_many ----
 
     #[test]
@@ -3298,6 +3509,30 @@ mod tests {
             check(&enc(&V::Map(fields)));
         }
         assert!(accepted > 1_000, "the fuzz loop should also exercise the success path");
+    }
+
+    #[test]
+    fn redaction_keeps_mutated_input_valid() {
+        let secrets = m(vec![
+            ("password", m(vec![("x", a(vec![s(&ghp())]))])),
+            ("url", s("redis://:pa55word@cache:6379")),
+            ("é", s(&format!("é{}é", ghp()))),
+        ]);
+        let seeds = [secret_everywhere(&ghp()).0, trace(vec![("metadata", secrets)])];
+        let limits = Limits { max_trace_bytes: 1 << 20, max_depth: 12, max_spans: 64 };
+        let (redact, reject) = (Redaction::default(), reject());
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut redacted = 0;
+        for i in 0..100_000 {
+            let input = mutate(&seeds[i % seeds.len()], &mut rng);
+            let _ = canonicalize(&input, &limits, &reject, NOW);
+            let Ok(canonical) = canonicalize(&input, &limits, &redact, NOW) else { continue };
+            let again = canonicalize(&canonical.bytes, &limits, &redact, NOW)
+                .unwrap_or_else(|e| panic!("redacted output must be valid: {e:?}"));
+            assert_eq!(decode(&again.bytes).get("redactions"), &V::UInt(0), "{input:02x?}");
+            redacted += usize::from(decode(&canonical.bytes).get("redactions") != &V::UInt(0));
+        }
+        assert!(redacted > 1_000, "the loop should redact often");
     }
 
     // ---- timing ----
