@@ -7,10 +7,10 @@
 //! * a substring in a known secret format (the rules of `redact_rules.txt`: API keys and
 //!   tokens, JWTs, PEM private keys, passwords in URLs, ...) becomes `"[REDACTED:<kind>]"`.
 //!
-//! Clean text must cost little, so the rules are prefiltered by keyword: one Aho-Corasick
-//! pass over the whole encoded trace ([`Redaction::scan`]) finds every rule keyword, and a
-//! string runs only the regexes of the rules whose keywords it holds. Patterns added on open
-//! have no keywords: they run on every string.
+//! Clean text must cost little, so the rules are prefiltered by keyword: one keyword search
+//! over the whole encoded trace ([`Redaction::scan`]) finds them all, and a string runs only
+//! the regexes of the rules whose keywords it holds. Patterns added on open have no
+//! keywords: they run on every string.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -119,7 +119,7 @@ impl Redaction {
         patterns: &[(String, String)],
     ) -> Result<Redaction, FieldError> {
         if let Some((i, key)) =
-            keys.iter().enumerate().find(|(_, key)| !key.bytes().any(|b| b.is_ascii_alphanumeric()))
+            keys.iter().enumerate().find(|(_, key)| !key.chars().any(char::is_alphanumeric))
         {
             return Err(FieldError::new(
                 format!("redaction_keys[{i}]"),
@@ -812,6 +812,11 @@ mod tests {
         assert!(redaction.keys.matches("userSessionId"));
         assert!(redaction.keys.matches("ssn"));
         assert!(redaction.keys.matches("password"), "built-in names stay");
+        let other = Redaction::new(Mode::Redact, &["Пароль".into()], &[]).unwrap();
+        assert!(
+            other.keys.matches("Пароль") && !other.keys.matches("пароль"),
+            "ASCII folding only"
+        );
         let text = format!("EMP-123456 filed ticket #42 with ghp_{}", alnum(36));
         let found = redact_with(&redaction, &text).unwrap();
         assert_eq!(

@@ -748,6 +748,7 @@ impl<'a> Walker<'a, '_> {
         let end = self.r.position();
         let mut from = start;
         while let Some(patch) = self.patches.get(self.next_patch).filter(|p| p.from < end) {
+            debug_assert!(from <= patch.from, "patches are applied in input order");
             self.out.extend_from_slice(&self.input[from..patch.from]);
             self.out.extend_from_slice(&patch.bytes);
             from = patch.to;
@@ -790,8 +791,10 @@ impl<'a> Walker<'a, '_> {
     /// Redacts (or reports) the whole value under a secret-looking key, whose first token
     /// (at `from`) was just read. Nil, empty and already redacted strings stay.
     fn redact_value(&mut self, from: usize, first: &Token<'a>, at: &impl Locate) {
-        if let Token::Nil | Token::Str(b"" | b"[REDACTED]") = first {
-            return;
+        match first {
+            Token::Nil => return,
+            Token::Str(b) if b.is_empty() || *b == redact::REDACTED.as_bytes() => return,
+            _ => {}
         }
         // Its end; were the rest malformed, the walk that follows reports it.
         let mut rest = self.r.clone();
