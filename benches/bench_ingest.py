@@ -6,6 +6,7 @@ Every contender writes the same pre-generated standard traces (about 5 KB as JSO
 3 tool calls; see ``flightlog.sample``):
 
 * flightlog ``log()``, one Python thread, group durability; the final ``flush()`` is timed.
+* the same with ``redaction="off"``: what scanning for secrets costs (the default redacts).
 * flightlog ``log_many()`` in chunks of 1000, then ``flush()``.
 * msgspec msgpack encoding only: the Python floor, what any store must pay at least.
 * SQLite the way Python tracing tools commonly store traces: WAL, ``synchronous=NORMAL``, one
@@ -102,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         results = [
             _measure(
                 "flightlog log()", "1 trace", args.repeat, lambda: _flightlog_log(traces, workdir)
+            ),
+            _measure(
+                'flightlog log(), redaction="off"',
+                "1 trace",
+                args.repeat,
+                lambda: _flightlog_log(traces, workdir, redaction="off"),
             ),
             _measure(
                 f"flightlog log_many({CHUNK})",
@@ -203,9 +210,11 @@ def _du(path: Path) -> int:
 # --- contenders ------------------------------------------------------------------------------
 
 
-def _flightlog_log(traces: list[Trace], workdir: Path) -> Run:
+def _flightlog_log(
+    traces: list[Trace], workdir: Path, redaction: flightlog.store.Redaction = "redact"
+) -> Run:
     path = _fresh(workdir, "flightlog-log")
-    store = flightlog.open(path, durability="group")
+    store = flightlog.open(path, durability="group", redaction=redaction)
     log = store.log
     clock = time.perf_counter_ns
     call_ns = [0] * len(traces)
@@ -411,14 +420,20 @@ def _table(results: list[Figures]) -> str:
 
 
 def _ratios(results: list[Figures]) -> str:
-    """flightlog's throughput as a multiple of each baseline's (>1: flightlog is faster)."""
-    ours, baselines = results[:2], results[2:]
+    """flightlog's throughput as a multiple of each baseline's (>1: flightlog is faster),
+    and the cost of redaction."""
+    log, unredacted, log_many, *baselines = results
     lines = ["throughput ratios (flightlog / baseline):"]
-    for mine in ours:
+    for mine in (log, log_many):
         for base in baselines:
             ratio = mine.traces_per_s / base.traces_per_s
             lines.append(f"  {mine.name:<24} vs {base.name:<32} {ratio:6.2f}x")
-    log, sqlite = results[0], results[3]
+    lines.append(
+        f'redaction: log() with redaction="redact" / "off": '
+        f"{log.traces_per_s / unredacted.traces_per_s:.3f}x the throughput; "
+        f"p50 {log.p50_us:.1f} vs {unredacted.p50_us:.1f} us per call"
+    )
+    sqlite = next(base for base in baselines if base.name.startswith("SQLite"))
     if log.bytes_per_trace and sqlite.bytes_per_trace:
         lines.append(
             f"bytes on disk per trace: flightlog {log.bytes_per_trace:,.0f}, "

@@ -8,11 +8,23 @@ use std::fmt;
 pub struct FieldError {
     pub path: String,
     pub message: String,
+    /// For a secret found in `reject` mode, its kind (`openai_api_key`, `key_name`, ...).
+    pub kind: Option<String>,
 }
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { path: path.into(), message: message.into() }
+        FieldError { path: path.into(), message: message.into(), kind: None }
+    }
+
+    /// A secret of `kind` at `path`; the message names the kind, never the value.
+    pub fn secret(path: impl Into<String>, kind: &str) -> Self {
+        let message = if kind == crate::redact::KEY_NAME {
+            "is under a secret-looking key name".to_owned()
+        } else {
+            format!("holds a secret ({kind})")
+        };
+        FieldError { path: path.into(), message, kind: Some(kind.to_owned()) }
     }
 }
 
@@ -30,6 +42,8 @@ impl fmt::Display for FieldError {
 pub enum Error {
     /// The caller sent something the schema refuses; nothing of it was stored.
     Validation(Vec<FieldError>),
+    /// `redaction="reject"` found secrets (each error has its `kind`); nothing was stored.
+    SecretDetected(Vec<FieldError>),
     /// No trace with this id is stored.
     TraceNotFound(String),
     /// The store handle was closed (or belongs to the parent of a fork and was not reopened).
@@ -59,6 +73,15 @@ impl Error {
         Error::Validation(vec![FieldError::new(path, message)])
     }
 
+    /// Why a trace was refused: `SecretDetected` when every problem is a secret.
+    pub fn refused(errors: Vec<FieldError>) -> Self {
+        if !errors.is_empty() && errors.iter().all(|e| e.kind.is_some()) {
+            Error::SecretDetected(errors)
+        } else {
+            Error::Validation(errors)
+        }
+    }
+
     /// Wraps an LMDB error with what was being attempted, keeping "disk full" distinct.
     pub fn storage(context: &str, err: heed::Error) -> Self {
         use heed::{Error as H, MdbError as M};
@@ -81,7 +104,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Validation(errors) => {
+            Error::Validation(errors) | Error::SecretDetected(errors) => {
                 let first = errors.first().map(ToString::to_string).unwrap_or_default();
                 match errors.len() {
                     0 | 1 => write!(f, "{first}"),

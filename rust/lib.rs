@@ -10,6 +10,7 @@ pub mod ids;
 pub mod merge;
 pub mod msgpack;
 pub mod query;
+pub mod redact;
 pub mod schema;
 pub mod store;
 pub mod summary;

@@ -10,14 +10,16 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::decision::{DecisionQuery, EventFields, OpenRequest};
-use crate::error::Error;
+use crate::error::{Error, FieldError};
 use crate::ids;
 use crate::query::PageRequest;
+use crate::redact::{Mode, Redaction};
 use crate::schema::Limits;
 use crate::store::{Durability, Options, Store, DEFAULT_MAP_SIZE};
 use crate::writer::Retention;
 
 pyo3::import_exception!(flightlog.errors, ValidationError);
+pyo3::import_exception!(flightlog.errors, SecretDetected);
 pyo3::import_exception!(flightlog.errors, TraceNotFound);
 pyo3::import_exception!(flightlog.errors, StorageError);
 pyo3::import_exception!(flightlog.errors, StorageFull);
@@ -30,17 +32,10 @@ pyo3::import_exception!(flightlog.errors, InvalidTransition);
 fn to_py_err(err: Error) -> PyErr {
     let message = err.to_string();
     match err {
-        Error::Validation(errors) => Python::attach(|py| {
-            let list = PyList::empty(py);
-            for e in &errors {
-                let item = PyDict::new(py);
-                item.set_item("path", &e.path)?;
-                item.set_item("message", &e.message)?;
-                list.append(item)?;
-            }
-            Ok::<_, PyErr>(ValidationError::new_err((message, list.unbind())))
-        })
-        .unwrap_or_else(|e| e),
+        Error::Validation(errors) => field_errors(&errors)
+            .map_or_else(|e| e, |list| ValidationError::new_err((message, list))),
+        Error::SecretDetected(errors) => field_errors(&errors)
+            .map_or_else(|e| e, |list| SecretDetected::new_err((message, list))),
         Error::TraceNotFound(_) => TraceNotFound::new_err(message),
         Error::StoreClosed(_) => StoreClosed::new_err(message),
         Error::StorageFull(_) => StorageFull::new_err(message),
@@ -51,6 +46,23 @@ fn to_py_err(err: Error) -> PyErr {
         Error::DecisionClosed(_) => DecisionClosed::new_err(message),
         Error::InvalidTransition(_) => InvalidTransition::new_err(message),
     }
+}
+
+/// The `errors` list of a `ValidationError`: `{path, message}` dicts, plus `kind` for secrets.
+fn field_errors(errors: &[FieldError]) -> PyResult<Py<PyList>> {
+    Python::attach(|py| {
+        let list = PyList::empty(py);
+        for e in errors {
+            let item = PyDict::new(py);
+            item.set_item("path", &e.path)?;
+            item.set_item("message", &e.message)?;
+            if let Some(kind) = &e.kind {
+                item.set_item("kind", kind)?;
+            }
+            list.append(item)?;
+        }
+        Ok(list.unbind())
+    })
 }
 
 fn parse_trace_id(text: &str) -> PyResult<ids::TraceId> {
@@ -96,7 +108,9 @@ impl PyStore {
     #[new]
     #[pyo3(signature = (path, *, durability="group", readonly=false, map_size=DEFAULT_MAP_SIZE,
                         queue_bytes=64 << 20, max_trace_bytes=16 << 20, max_depth=64,
-                        max_spans=100_000, retention_s=None, max_bytes=None))]
+                        max_spans=100_000, retention_s=None, max_bytes=None,
+                        redaction="redact", redaction_keys=Vec::new(),
+                        redaction_patterns=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -110,6 +124,9 @@ impl PyStore {
         max_spans: usize,
         retention_s: Option<f64>,
         max_bytes: Option<u64>,
+        redaction: &str,
+        redaction_keys: Vec<String>,
+        redaction_patterns: Vec<(String, String)>,
     ) -> PyResult<Self> {
         let max_age = match retention_s {
             None => None,
@@ -124,12 +141,18 @@ impl PyStore {
         if max_bytes == Some(0) {
             return Err(to_py_err(Error::validation("max_bytes", "must be a positive int")));
         }
+        let invalid = |e: FieldError| to_py_err(Error::Validation(vec![e]));
+        let mode = Mode::parse(redaction).map_err(invalid)?;
+        let redaction = py
+            .detach(|| Redaction::new(mode, &redaction_keys, &redaction_patterns))
+            .map_err(invalid)?;
         let options = Options {
             durability: Durability::parse(durability).map_err(to_py_err)?,
             readonly,
             map_size,
             queue_bytes,
             limits: Limits { max_trace_bytes, max_depth, max_spans },
+            redaction,
             retention: Retention { max_age, max_bytes },
         };
         let store = py.detach(|| Store::open(&path, options)).map_err(to_py_err)?;

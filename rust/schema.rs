@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use crate::error::FieldError;
 use crate::ids::{self, SpanId, TraceId};
 use crate::msgpack::{self, DecodeError, Reader, Token, TIMESTAMP_EXT};
+use crate::redact::{self, Mode, Redaction, Scan};
 use crate::time::Timestamp;
 
 /// Bounds on what one trace may hold.
@@ -45,20 +46,27 @@ pub struct Canonical {
     pub resend_key: Option<u128>,
 }
 
-/// Validates and canonicalizes one trace; the input must be a msgpack map.
+/// Validates and canonicalizes one trace, redacting its secrets; the input must be a
+/// msgpack map.
 ///
 /// On failure returns up to 100 errors with field paths; malformed msgpack yields exactly
-/// one error. `now` is the default `timestamp` (injected so tests are deterministic).
+/// one error. A valid trace refused for its secrets (`redaction="reject"`) yields only
+/// secret errors (with their `kind`). `now` is the default `timestamp` (injected so tests
+/// are deterministic).
 pub fn canonicalize(
     input: &[u8],
     limits: &Limits,
+    redaction: &Redaction,
     now: Timestamp,
 ) -> Result<Canonical, Vec<FieldError>> {
     if input.len() > limits.max_trace_bytes {
         return Err(vec![too_large(String::new(), input.len(), limits)]);
     }
     let mut errors = Vec::new();
-    match walk(input, limits, now, Path::ROOT, &mut errors) {
+    let mut secrets = Vec::new();
+    let policy = Policy { limits, redaction, now };
+    match walk(input, &policy, Path::ROOT, &mut errors, &mut secrets) {
+        Ok(Some(_)) if !secrets.is_empty() => Err(secrets),
         Ok(Some(trace)) => Ok(trace),
         _ => Err(errors),
     }
@@ -70,6 +78,7 @@ pub fn canonicalize(
 pub fn canonicalize_many(
     input: &[u8],
     limits: &Limits,
+    redaction: &Redaction,
     now: Timestamp,
 ) -> Result<Vec<Canonical>, Vec<FieldError>> {
     let one = |path: String, message: String| Err(vec![FieldError::new(path, message)]);
@@ -84,6 +93,8 @@ pub fn canonicalize_many(
     // `count` is bounded only by the input's length: do not allocate by it.
     let mut traces = Vec::with_capacity(count.min(64));
     let mut errors = Vec::new();
+    let mut secrets = Vec::new();
+    let policy = Policy { limits, redaction, now };
     for i in 0..count {
         let root = Path { parent: None, seg: Seg::Index(i) };
         // Find the element's extent first: its size is checked before it is parsed.
@@ -99,7 +110,7 @@ pub fn canonicalize_many(
             }
             continue;
         }
-        match walk(element, limits, now, root, &mut errors) {
+        match walk(element, &policy, root, &mut errors, &mut secrets) {
             Ok(Some(trace)) => traces.push(trace),
             Ok(None) => {}
             Err(Stop) => break,
@@ -110,11 +121,20 @@ pub fn canonicalize_many(
             return one(String::new(), e.to_string());
         }
     }
-    if errors.is_empty() {
-        Ok(traces)
-    } else {
+    if !errors.is_empty() {
         Err(errors)
+    } else if !secrets.is_empty() {
+        Err(secrets)
+    } else {
+        Ok(traces)
     }
+}
+
+/// What a walk applies to each trace.
+struct Policy<'p> {
+    limits: &'p Limits,
+    redaction: &'p Redaction,
+    now: Timestamp,
 }
 
 fn too_large(path: String, len: usize, limits: &Limits) -> FieldError {
@@ -507,7 +527,17 @@ enum Deferred {
     SpanDuration(usize),
 }
 
+/// A string (or a value under a secret key) of the input to replace when it is copied out.
+struct Patch {
+    /// Input offsets of the whole token or value, header included.
+    from: usize,
+    to: usize,
+    /// The replacement, encoded.
+    bytes: Vec<u8>,
+}
+
 struct Walker<'a, 'e> {
+    input: &'a [u8],
     r: Reader<'a>,
     out: Vec<u8>,
     limits: &'e Limits,
@@ -525,6 +555,19 @@ struct Walker<'a, 'e> {
     trace_ts: Option<Timestamp>,
     /// Secrets redacted from this trace: the one source of the `redactions` field.
     redactions: u64,
+    /// Finds the secrets; `None` when redaction is off.
+    scan: Option<Scan<'e>>,
+    /// Refuse secrets rather than redact them.
+    reject: bool,
+    /// Secrets found in `reject` mode; shared like `errors`.
+    secrets: &'e mut Vec<FieldError>,
+    /// Where the last token read starts.
+    token_at: usize,
+    /// The input up to here is inside a value redacted whole: nothing in it is scanned.
+    quiet_until: usize,
+    /// By position; applied by `copy_raw`.
+    patches: Vec<Patch>,
+    next_patch: usize,
     spans: Vec<SpanInfo>,
     event_ids: Vec<(&'a str, usize)>,
     holes: Vec<Hole>,
@@ -533,21 +576,23 @@ struct Walker<'a, 'e> {
 }
 
 /// Walks one trace. `Ok(None)`: it has errors (in `errors`); `Err(Stop)`: stop everything.
-fn walk(
+/// Secrets found in `reject` mode go to `secrets`; the trace is still returned.
+fn walk<'e>(
     input: &[u8],
-    limits: &Limits,
-    now: Timestamp,
+    policy: &Policy<'e>,
     root: Path<'static>,
     errors: &mut Vec<FieldError>,
+    secrets: &mut Vec<FieldError>,
 ) -> Step<Option<Canonical>> {
     let first_error = errors.len();
     let mut w = Walker {
+        input,
         r: Reader::new(input),
         // Room for the appended defaults too (about 60 bytes per span), so that the
         // output is allocated once.
         out: Vec::with_capacity(input.len() + input.len() / 4 + 256),
-        limits,
-        now,
+        limits: policy.limits,
+        now: policy.now,
         root,
         errors,
         first_error,
@@ -555,6 +600,13 @@ fn walk(
         minted_id: false,
         trace_ts: None,
         redactions: 0,
+        scan: policy.redaction.scan(input),
+        reject: policy.redaction.mode() == Mode::Reject,
+        secrets,
+        token_at: 0,
+        quiet_until: 0,
+        patches: Vec::new(),
+        next_patch: 0,
         spans: Vec::new(),
         event_ids: Vec::new(),
         holes: Vec::new(),
@@ -596,6 +648,7 @@ impl<'a> Walker<'a, '_> {
 
     #[inline(always)]
     fn read(&mut self, at: &impl Locate) -> Step<Token<'a>> {
+        self.token_at = self.r.position();
         self.r.read_token().map_err(|e| self.malformed(at, e))
     }
 
@@ -687,9 +740,95 @@ impl<'a> Walker<'a, '_> {
         self.out.extend_from_slice(key.as_bytes());
     }
 
-    /// Copies the raw bytes of the value read since `start`.
+    /// Copies the raw bytes of the value read since `start`, with its redactions.
+    #[inline]
     fn copy_raw(&mut self, start: usize) {
-        self.out.extend_from_slice(self.r.since(start));
+        if self.next_patch == self.patches.len() {
+            self.out.extend_from_slice(self.r.since(start));
+        } else {
+            self.copy_patched(start);
+        }
+    }
+
+    #[cold]
+    fn copy_patched(&mut self, start: usize) {
+        let end = self.r.position();
+        let mut from = start;
+        while let Some(patch) = self.patches.get(self.next_patch).filter(|p| p.from < end) {
+            debug_assert!(from <= patch.from, "patches are applied in input order");
+            self.out.extend_from_slice(&self.input[from..patch.from]);
+            self.out.extend_from_slice(&patch.bytes);
+            from = patch.to;
+            self.next_patch += 1;
+        }
+        self.out.extend_from_slice(&self.input[from..end]);
+    }
+
+    // ---- secrets ----
+
+    /// Redacts (or, rejecting, reports) the secrets in `text`, the string just read.
+    #[inline]
+    fn scan_text(&mut self, text: &str, at: &impl Locate) {
+        let token_at = self.token_at;
+        let Some(scan) = self.scan.as_mut() else { return };
+        if token_at < self.quiet_until {
+            return;
+        }
+        let end = self.r.position();
+        if let Some(found) = scan.text(end - text.len(), text) {
+            if self.reject {
+                for kind in found.kinds {
+                    Self::report_secret(self.secrets, at, kind);
+                }
+            } else {
+                let mut bytes = Vec::with_capacity(found.text.len() + 5);
+                msgpack::write_str(&mut bytes, &found.text);
+                self.patch(token_at, end, bytes);
+            }
+        }
+    }
+
+    /// Whether the value under this key of an "any" map is to be redacted whole.
+    #[inline]
+    fn is_secret_key(&self, key: &str) -> bool {
+        self.scan.as_ref().is_some_and(|scan| scan.is_secret_key(key))
+            && self.r.position() >= self.quiet_until
+    }
+
+    /// Redacts (or reports) the whole value under a secret-looking key, whose first token
+    /// (at `from`) was just read. Nil, empty and already redacted strings stay.
+    fn redact_value(&mut self, from: usize, first: &Token<'a>, at: &impl Locate) {
+        match first {
+            Token::Nil => return,
+            Token::Str(b) if b.is_empty() || *b == redact::REDACTED.as_bytes() => return,
+            _ => {}
+        }
+        // Its end; were the rest malformed, the walk that follows reports it.
+        let mut rest = self.r.clone();
+        if rest.skip_contents(first).is_err() {
+            return;
+        }
+        let to = rest.position();
+        if self.reject {
+            Self::report_secret(self.secrets, at, redact::KEY_NAME);
+        } else {
+            let mut bytes = Vec::with_capacity(redact::REDACTED.len() + 1);
+            msgpack::write_str(&mut bytes, redact::REDACTED);
+            self.patch(from, to, bytes);
+        }
+        self.quiet_until = to;
+    }
+
+    fn patch(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        self.patches.push(Patch { from, to, bytes });
+        self.redactions += 1;
+    }
+
+    #[cold]
+    fn report_secret(secrets: &mut Vec<FieldError>, at: &impl Locate, kind: &str) {
+        if secrets.len() < MAX_ERRORS {
+            secrets.push(FieldError::secret(at.render(), kind));
+        }
     }
 
     fn defer(&mut self, value: Deferred) {
@@ -850,7 +989,7 @@ impl<'a> Walker<'a, '_> {
             F::AgentName | F::Framework | F::RunId | F::RequestId | F::SessionId => {
                 self.copy_str(path, NAME)?.entry()
             }
-            F::Input | F::Output => self.copy_str(path, ANY_LENGTH)?.entry(),
+            F::Input | F::Output => self.copy_text(path, ANY_LENGTH)?.entry(),
             F::ToolCalls => {
                 self.array_field(path, LEVEL, usize::MAX, |w, p, level, _| w.tool_call(p, level))?
             }
@@ -903,7 +1042,7 @@ impl<'a> Walker<'a, '_> {
                 ToolField::ToolName => w.copy_str(p, NAME)?.entry(),
                 ToolField::Input | ToolField::Output => w.any_field(p, level + 1)?,
                 ToolField::LatencyMs => w.number_field(p)?.entry(),
-                ToolField::Error => w.copy_str(p, ANY_LENGTH)?.entry(),
+                ToolField::Error => w.copy_text(p, ANY_LENGTH)?.entry(),
             })
         })?;
         msgpack::finish_map(&mut self.out, header, written.count_ones() as usize);
@@ -989,10 +1128,10 @@ impl<'a> Walker<'a, '_> {
                 }
                 got.entry()
             }
-            F::Name => self.copy_str(path, SPAN_NAME)?.entry(),
+            F::Name => self.copy_text(path, SPAN_NAME)?.entry(),
             F::Kind => self.choice(path, SPAN_KINDS, true)?,
             F::StatusCode => self.choice(path, STATUS_CODES, true)?,
-            F::StatusMessage => self.copy_str(path, ANY_LENGTH)?.entry(),
+            F::StatusMessage => self.copy_text(path, ANY_LENGTH)?.entry(),
             F::StartTime => {
                 let got = self.timestamp_field(path)?;
                 if let Got::Value(ts) = got {
@@ -1082,7 +1221,7 @@ impl<'a> Walker<'a, '_> {
         let header = msgpack::begin_map(&mut self.out, SpanEventField::NAMES.len());
         let written = self.entries::<SpanEventField>(n, path, |w, field, p| {
             Ok(match field {
-                SpanEventField::Name => w.copy_str(p, SPAN_NAME)?.entry(),
+                SpanEventField::Name => w.copy_text(p, SPAN_NAME)?.entry(),
                 SpanEventField::Timestamp => w.timestamp_field(p)?.entry(),
                 SpanEventField::Attributes => w.any_map(p, level + 1)?,
             })
@@ -1168,7 +1307,12 @@ impl<'a> Walker<'a, '_> {
         for _ in 0..n {
             let Some(key) = self.map_key(path)? else { continue };
             let at = path.field(key);
+            let secret = key != "decision" && self.is_secret_key(key);
+            let from = self.r.position();
             let value = self.read(&at)?;
+            if secret {
+                self.redact_value(from, &value, &at);
+            }
             if key == "decision" {
                 self.decision(value, &at, level + 1)?;
             } else {
@@ -1219,15 +1363,15 @@ impl<'a> Walker<'a, '_> {
         Ok(())
     }
 
+    /// A decision summary's text, just read: checked, and scanned for secrets.
     fn summary_text(&mut self, bytes: &[u8], path: &Path<'_>) -> Step<()> {
-        match utf8(bytes).map(|text| SUMMARY_TEXT.check(text)) {
-            None => self.error(path, "invalid UTF-8"),
-            Some(Err(count)) => {
-                let max = SUMMARY_TEXT.max;
-                self.error(path, format!("must be at most {max} characters, got {count}"))
-            }
-            Some(Ok(())) => Ok(()),
+        let Some(text) = utf8(bytes) else { return self.error(path, "invalid UTF-8") };
+        if let Err(count) = SUMMARY_TEXT.check(text) {
+            let max = SUMMARY_TEXT.max;
+            return self.error(path, format!("must be at most {max} characters, got {count}"));
         }
+        self.scan_text(text, path);
+        Ok(())
     }
 
     // ---- values ----
@@ -1260,6 +1404,17 @@ impl<'a> Walker<'a, '_> {
         let start = self.r.position();
         let got = self.string(path, chars)?;
         if let Got::Value(_) = got {
+            self.copy_raw(start);
+        }
+        Ok(got)
+    }
+
+    /// A free-text string field: copied with its secrets redacted when valid.
+    fn copy_text(&mut self, path: &Path<'_>, chars: Chars) -> Step<Got<&'a str>> {
+        let start = self.r.position();
+        let got = self.string(path, chars)?;
+        if let Got::Value(text) = got {
+            self.scan_text(text, path);
             self.copy_raw(start);
         }
         Ok(got)
@@ -1475,24 +1630,39 @@ impl<'a> Walker<'a, '_> {
                 }
                 top.left -= 1;
                 top.started += 1;
+                let mut secret = false;
                 if top.map {
                     let map = Nested { base: path, frames: &stack[..stack.len() - 1] };
                     let Some(key) = self.map_key(&map)? else { continue };
                     if let Some(top) = stack.last_mut() {
                         top.key = key;
                     }
+                    secret = self.is_secret_key(key);
                 }
-                break self.read(&Nested { base: path, frames: stack })?;
+                let here = Nested { base: path, frames: stack };
+                let from = self.r.position();
+                let value = self.read(&here)?;
+                if secret {
+                    self.redact_value(from, &value, &here);
+                }
+                break value;
             };
         }
     }
 
+    /// Checks a scalar of an "any" value, just read; scans strings for secrets.
     fn any_scalar(&mut self, token: Token<'a>, at: &impl Locate) -> Step<()> {
         match token {
             Token::Float(f) if !f.is_finite() => {
                 self.error(at, format!("must be a finite number, got {f}"))
             }
-            Token::Str(bytes) if utf8(bytes).is_none() => self.error(at, "invalid UTF-8"),
+            Token::Str(bytes) => match utf8(bytes) {
+                Some(text) => {
+                    self.scan_text(text, at);
+                    Ok(())
+                }
+                None => self.error(at, "invalid UTF-8"),
+            },
             Token::Bin(_) => self.error(at, "expected a JSON-compatible value, got bytes"),
             Token::Ext(TIMESTAMP_EXT, payload) => match Timestamp::decode_ext(payload) {
                 Some(ts) if ts.in_range() => Ok(()),
@@ -1838,7 +2008,7 @@ mod tests {
     }
 
     fn run(input: &[u8]) -> Result<Canonical, Vec<FieldError>> {
-        canonicalize(input, &Limits::default(), NOW)
+        canonicalize(input, &Limits::default(), &Redaction::default(), NOW)
     }
 
     /// The decoded canonical output; also checks that canonicalizing it changes nothing.
@@ -2575,8 +2745,8 @@ mod tests {
     fn span_limit() {
         let limits = Limits { max_spans: 2, ..Limits::default() };
         let spans = |n| trace(vec![("spans", V::Arr(vec![span_with(vec![]); n]))]);
-        assert!(canonicalize(&spans(2), &limits, NOW).is_ok());
-        let errors = canonicalize(&spans(3), &limits, NOW).unwrap_err();
+        assert!(canonicalize(&spans(2), &limits, &Redaction::default(), NOW).is_ok());
+        let errors = canonicalize(&spans(3), &limits, &Redaction::default(), NOW).unwrap_err();
         assert_eq!(errors, [FieldError::new("spans", "at most 2 entries allowed, got 3")]);
     }
 
@@ -2798,13 +2968,13 @@ mod tests {
 
         let limits = Limits { max_depth: 3, ..Limits::default() };
         let input = trace(vec![("spans", a(vec![span_with(vec![("attributes", m(vec![]))])]))]);
-        let errors = canonicalize(&input, &limits, NOW).unwrap_err();
+        let errors = canonicalize(&input, &limits, &Redaction::default(), NOW).unwrap_err();
         assert_eq!(
             errors,
             [FieldError::new("spans[0].attributes", "nested deeper than the limit of 3 levels")]
         );
         let limits = Limits { max_depth: 1, ..Limits::default() };
-        let errors = canonicalize(&input, &limits, NOW).unwrap_err();
+        let errors = canonicalize(&input, &limits, &Redaction::default(), NOW).unwrap_err();
         assert_eq!(errors, [FieldError::new("spans", "nested deeper than the limit of 1 levels")]);
 
         // Far deeper than any stack would allow in a recursive walker.
@@ -2822,11 +2992,14 @@ mod tests {
     fn size_limit_is_checked_before_parsing() {
         let limits = Limits { max_trace_bytes: 16, ..Limits::default() };
         let input = trace(vec![("framework", s("some framework"))]);
-        let errors = canonicalize(&input, &limits, NOW).unwrap_err();
+        let errors = canonicalize(&input, &limits, &Redaction::default(), NOW).unwrap_err();
         let expected = format!("trace is {} bytes; the limit (max_trace_bytes) is 16", input.len());
         assert_eq!(errors, [FieldError::new("", expected)]);
         let garbage = [0xc1; 17];
-        assert_eq!(canonicalize(&garbage, &limits, NOW).unwrap_err()[0].path, "");
+        assert_eq!(
+            canonicalize(&garbage, &limits, &Redaction::default(), NOW).unwrap_err()[0].path,
+            ""
+        );
     }
 
     #[test]
@@ -2834,13 +3007,13 @@ mod tests {
         let limits = Limits { max_trace_bytes: 8 << 10, ..Limits::default() };
         let events = trace(vec![("events", V::Arr(vec![m(vec![]); 2000]))]);
         assert!(events.len() < limits.max_trace_bytes);
-        let errors = canonicalize(&events, &limits, NOW).unwrap_err();
+        let errors = canonicalize(&events, &limits, &Redaction::default(), NOW).unwrap_err();
         let max = 2 * limits.max_trace_bytes + (64 << 10);
         assert_eq!(
             errors,
             [FieldError::new("events", format!("the canonical trace grows past {max} bytes"))]
         );
-        assert!(canonicalize(&events, &Limits::default(), NOW).is_ok());
+        assert!(canonicalize(&events, &Limits::default(), &Redaction::default(), NOW).is_ok());
     }
 
     #[test]
@@ -2866,6 +3039,217 @@ mod tests {
         assert!(errors[0].starts_with("tags[0]: malformed msgpack at byte"), "{errors:?}");
     }
 
+    // ---- secrets ----
+
+    /// A fake GitHub token: the redaction tests' secret.
+    fn ghp() -> String {
+        format!("ghp_{}", "aB3dE5fG7hJ9kL2mN4pQ6rS8tU0vW1xY3zA5")
+    }
+
+    fn with(redaction: &Redaction, input: &[u8]) -> Result<Canonical, Vec<FieldError>> {
+        canonicalize(input, &Limits::default(), redaction, NOW)
+    }
+
+    fn reject() -> Redaction {
+        Redaction::new(Mode::Reject, &[], &[]).unwrap()
+    }
+
+    /// A trace holding `secret` in every free-text field, and the paths it is at.
+    fn secret_everywhere(secret: &str) -> (Vec<u8>, Vec<&'static str>) {
+        let text = || s(&format!("see {secret} here"));
+        let decision = m(vec![("reason_summary", text()), ("changed_fields", a(vec![text()]))]);
+        let input = trace(vec![
+            ("input", text()),
+            ("output", text()),
+            (
+                "tool_calls",
+                a(vec![m(vec![
+                    ("tool_name", s("web")),
+                    ("input", m(vec![("q", m(vec![("deep", a(vec![V::Int(1), text()]))]))])),
+                    ("output", text()),
+                    ("error", text()),
+                ])]),
+            ),
+            ("metadata", m(vec![("notes", a(vec![text()]))])),
+            (
+                "spans",
+                a(vec![m(vec![
+                    ("name", text()),
+                    ("status_message", text()),
+                    ("attributes", m(vec![("prompt", text())])),
+                    (
+                        "events",
+                        a(vec![m(vec![("name", text()), ("attributes", m(vec![("x", text())]))])]),
+                    ),
+                ])]),
+            ),
+            (
+                "events",
+                a(vec![m(vec![("metadata", m(vec![("why", text()), ("decision", decision)]))])]),
+            ),
+        ]);
+        let paths = vec![
+            "input",
+            "output",
+            "tool_calls[0].input.q.deep[1]",
+            "tool_calls[0].output",
+            "tool_calls[0].error",
+            "metadata.notes[0]",
+            "spans[0].name",
+            "spans[0].status_message",
+            "spans[0].attributes.prompt",
+            "spans[0].events[0].name",
+            "spans[0].events[0].attributes.x",
+            "events[0].metadata.why",
+            "events[0].metadata.decision.reason_summary",
+            "events[0].metadata.decision.changed_fields[0]",
+        ];
+        (input, paths)
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_every_free_text_field() {
+        let (input, paths) = secret_everywhere(&ghp());
+        let canonical = run(&input).unwrap();
+        let v = decode(&canonical.bytes);
+        for path in &paths {
+            assert_eq!(v.get(path).str(), "see [REDACTED:github_token] here", "{path}");
+        }
+        assert_eq!(v.get("redactions"), &V::UInt(paths.len() as u64));
+        let secret = ghp();
+        assert!(!canonical.bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        // Redacting again finds nothing more.
+        let again = decode(&run(&canonical.bytes).unwrap().bytes);
+        assert_eq!(again.get("redactions"), &V::UInt(0));
+        assert_eq!(again.get("input"), v.get("input"));
+    }
+
+    #[test]
+    fn ids_names_and_tags_are_not_scanned() {
+        let secret = ghp();
+        let input = trace(vec![
+            ("session_id", s(&secret)),
+            ("tags", a(vec![s(&secret)])),
+            ("tool_calls", a(vec![m(vec![("tool_name", s(&secret))])])),
+        ]);
+        let v = ok(&input);
+        assert_eq!(v.get("session_id").str(), secret);
+        assert_eq!(v.get("tags[0]").str(), secret);
+        assert_eq!(v.get("tool_calls[0].tool_name").str(), secret);
+        assert_eq!(v.get("redactions"), &V::UInt(0));
+    }
+
+    #[test]
+    fn values_under_secret_keys_are_replaced_whole() {
+        let input = trace(vec![(
+            "metadata",
+            m(vec![
+                ("password", s("hunter2")),
+                ("X-Api-Key", m(vec![("nested", a(vec![s(&ghp()), V::Int(1)]))])),
+                ("clientSecret", V::Int(1234)),
+                ("auth", m(vec![("refresh_token", a(vec![s("r1"), s("r2")]))])),
+                ("token", V::Nil),
+                ("cookie", s("")),
+                ("Authorization", s("[REDACTED]")),
+                ("max_tokens", V::Int(512)),
+            ]),
+        )]);
+        let canonical = run(&input).unwrap();
+        let v = decode(&canonical.bytes);
+        let redacted = s("[REDACTED]");
+        assert_eq!(v.get("metadata.password"), &redacted);
+        assert_eq!(v.get("metadata.X-Api-Key"), &redacted, "a whole map, its token not counted");
+        assert_eq!(v.get("metadata.clientSecret"), &redacted);
+        assert_eq!(v.get("metadata.auth.refresh_token"), &redacted);
+        assert_eq!(v.get("metadata.token"), &V::Nil, "nothing to hide");
+        assert_eq!(v.get("metadata.cookie"), &s(""));
+        assert_eq!(v.get("metadata.max_tokens"), &V::UInt(512));
+        assert_eq!(v.get("redactions"), &V::UInt(4));
+        // Event metadata's own keys too.
+        let event =
+            trace(vec![("events", a(vec![m(vec![("metadata", m(vec![("api_key", s("k"))]))])]))]);
+        assert_eq!(ok_redacted(&event).get("events[0].metadata.api_key"), &redacted);
+    }
+
+    /// The decoded output of a trace that has redactions (not a fixed point: redacting
+    /// again counts none).
+    fn ok_redacted(input: &[u8]) -> V {
+        decode(&run(input).unwrap_or_else(|e| panic!("unexpected errors: {e:?}")).bytes)
+    }
+
+    #[test]
+    fn strings_with_wide_headers_are_replaced_whole() {
+        // A short string in a str8 header (0xd9), as some encoders write it.
+        let input = trace(vec![("input", V::RawStr(format!("k={}", ghp()).into_bytes()))]);
+        assert_eq!(ok_redacted(&input).get("input").str(), "k=[REDACTED:github_token]");
+        let long = format!("{}{}", "x ".repeat(40_000), ghp());
+        let v = ok_redacted(&trace(vec![("output", s(&long))]));
+        assert!(v.get("output").str().ends_with("x [REDACTED:github_token]"));
+    }
+
+    #[test]
+    fn off_stores_secrets_as_given() {
+        let (input, paths) = secret_everywhere(&ghp());
+        let off = Redaction::new(Mode::Off, &[], &[]).unwrap();
+        let v = decode(&with(&off, &input).unwrap().bytes);
+        for path in &paths {
+            assert_eq!(v.get(path).str(), format!("see {} here", ghp()), "{path}");
+        }
+        assert_eq!(v.get("redactions"), &V::UInt(0));
+    }
+
+    #[test]
+    fn reject_names_paths_and_kinds_never_the_secret() {
+        let (input, paths) = secret_everywhere(&ghp());
+        let errors = with(&reject(), &input).unwrap_err();
+        let got: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(got, paths);
+        for e in &errors {
+            assert_eq!(e.kind.as_deref(), Some("github_token"));
+            assert_eq!(e.message, "holds a secret (github_token)");
+        }
+        let keyed = trace(vec![(
+            "spans",
+            a(vec![
+                m(vec![("name", s("a"))]),
+                m(vec![("name", s("b")), ("attributes", m(vec![("api_key", s("k1"))]))]),
+            ]),
+        )]);
+        let errors = with(&reject(), &keyed).unwrap_err();
+        assert_eq!(errors, [FieldError::secret("spans[1].attributes.api_key", redact::KEY_NAME)]);
+        assert_eq!(
+            errors[0].to_string(),
+            "spans[1].attributes.api_key: is under a secret-looking key name"
+        );
+        assert!(with(&reject(), &trace(vec![("input", s("clean"))])).is_ok());
+    }
+
+    #[test]
+    fn reject_reports_invalid_fields_before_secrets() {
+        let input = trace(vec![("input", s(&ghp())), ("status", s("bogus"))]);
+        let errors = with(&reject(), &input).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].path, "status");
+        assert_eq!(errors[0].kind, None);
+    }
+
+    #[test]
+    fn many_rejects_secrets_with_element_paths() {
+        let mut batch = vec![0x92];
+        batch.extend(trace(vec![]));
+        batch.extend(trace(vec![("metadata", m(vec![("db", s(&format!("pg://u:{}@h", "pw1")))]))]));
+        let errors = canonicalize_many(&batch, &Limits::default(), &reject(), NOW).unwrap_err();
+        assert_eq!(errors, [FieldError::secret("[1].metadata.db", "url_password")]);
+        let traces =
+            canonicalize_many(&batch, &Limits::default(), &Redaction::default(), NOW).unwrap();
+        assert_eq!(
+            decode(&traces[1].bytes).get("metadata.db").str(),
+            "pg://u:[REDACTED:url_password]@h"
+        );
+        assert_eq!(decode(&traces[1].bytes).get("redactions"), &V::UInt(1));
+        assert_eq!(decode(&traces[0].bytes).get("redactions"), &V::UInt(0));
+    }
+
     // ---- canonicalize_many ----
 
     #[test]
@@ -2873,11 +3257,14 @@ mod tests {
         let inputs = [trace(vec![]), enc(&full_trace()), trace(vec![("tags", a(vec![s("x")]))])];
         let mut batch = vec![0x93];
         inputs.iter().for_each(|input| batch.extend(input));
-        let traces = canonicalize_many(&batch, &Limits::default(), NOW).unwrap();
+        let traces =
+            canonicalize_many(&batch, &Limits::default(), &Redaction::default(), NOW).unwrap();
         assert_eq!(traces.len(), 3);
         assert_eq!(traces[1], run(&inputs[1]).unwrap());
         assert_eq!(decode(&traces[2].bytes).get("tags"), &a(vec![s("x")]));
-        assert!(canonicalize_many(&[0x90], &Limits::default(), NOW).unwrap().is_empty());
+        assert!(canonicalize_many(&[0x90], &Limits::default(), &Redaction::default(), NOW)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -2887,11 +3274,12 @@ mod tests {
         for input in [trace(vec![]), bad_span, trace(vec![]), enc(&m(vec![("status", s("x"))]))] {
             batch.extend(input);
         }
-        let errors: Vec<String> = canonicalize_many(&batch, &Limits::default(), NOW)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errors: Vec<String> =
+            canonicalize_many(&batch, &Limits::default(), &Redaction::default(), NOW)
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
         assert_eq!(
             errors,
             [
@@ -2910,12 +3298,14 @@ mod tests {
         let mut batch = vec![0x92];
         batch.extend(&small);
         batch.extend(&big);
-        let errors = canonicalize_many(&batch, &limits, NOW).unwrap_err();
+        let errors = canonicalize_many(&batch, &limits, &Redaction::default(), NOW).unwrap_err();
         let expected =
             format!("trace is {} bytes; the limit (max_trace_bytes) is {}", big.len(), small.len());
         assert_eq!(errors, [FieldError::new("[1]", expected)]);
 
-        let many = |bytes: &[u8]| canonicalize_many(bytes, &Limits::default(), NOW).unwrap_err();
+        let many = |bytes: &[u8]| {
+            canonicalize_many(bytes, &Limits::default(), &Redaction::default(), NOW).unwrap_err()
+        };
         assert_eq!(many(&small), [FieldError::new("", "expected an array of traces, got map")]);
         assert_eq!(
             many(&[]),
@@ -3111,9 +3501,9 @@ mod tests {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         let mut accepted = 0;
         let mut check = |input: &[u8]| {
-            if let Ok(canonical) = canonicalize(input, &limits, NOW) {
+            if let Ok(canonical) = canonicalize(input, &limits, &Redaction::default(), NOW) {
                 accepted += 1;
-                let again = canonicalize(&canonical.bytes, &limits, NOW)
+                let again = canonicalize(&canonical.bytes, &limits, &Redaction::default(), NOW)
                     .map(|again| (again.trace_id, again.bytes));
                 let expected = (canonical.trace_id, canonical.bytes);
                 assert_eq!(again, Ok(expected), "not a fixed point: {input:02x?}");
@@ -3126,7 +3516,7 @@ mod tests {
                 let mut batch = vec![0x92];
                 batch.extend(&input);
                 batch.extend(&seeds[0]);
-                let _ = canonicalize_many(&batch, &limits, NOW);
+                let _ = canonicalize_many(&batch, &limits, &Redaction::default(), NOW);
             }
         }
         for _ in 0..50_000 {
@@ -3137,6 +3527,30 @@ mod tests {
             check(&enc(&V::Map(fields)));
         }
         assert!(accepted > 1_000, "the fuzz loop should also exercise the success path");
+    }
+
+    #[test]
+    fn redaction_keeps_mutated_input_valid() {
+        let secrets = m(vec![
+            ("password", m(vec![("x", a(vec![s(&ghp())]))])),
+            ("url", s("redis://:pa55word@cache:6379")),
+            ("é", s(&format!("é{}é", ghp()))),
+        ]);
+        let seeds = [secret_everywhere(&ghp()).0, trace(vec![("metadata", secrets)])];
+        let limits = Limits { max_trace_bytes: 1 << 20, max_depth: 12, max_spans: 64 };
+        let (redact, reject) = (Redaction::default(), reject());
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut redacted = 0;
+        for i in 0..100_000 {
+            let input = mutate(&seeds[i % seeds.len()], &mut rng);
+            let _ = canonicalize(&input, &limits, &reject, NOW);
+            let Ok(canonical) = canonicalize(&input, &limits, &redact, NOW) else { continue };
+            let again = canonicalize(&canonical.bytes, &limits, &redact, NOW)
+                .unwrap_or_else(|e| panic!("redacted output must be valid: {e:?}"));
+            assert_eq!(decode(&again.bytes).get("redactions"), &V::UInt(0), "{input:02x?}");
+            redacted += usize::from(decode(&canonical.bytes).get("redactions") != &V::UInt(0));
+        }
+        assert!(redacted > 1_000, "the loop should redact often");
     }
 
     // ---- timing ----
@@ -3218,11 +3632,21 @@ mod tests {
                 }
             }
         });
-        let full = mean_us(&mut || {
-            std::hint::black_box(canonicalize(std::hint::black_box(&input), &limits, NOW).unwrap());
+        let redact = Redaction::default();
+        let off = Redaction::new(Mode::Off, &[], &[]).unwrap();
+        let run = |redaction: &Redaction| {
+            mean_us(&mut || {
+                let input = std::hint::black_box(&input);
+                std::hint::black_box(canonicalize(input, &limits, redaction, NOW).unwrap());
+            })
+        };
+        let (redacted, plain) = (run(&redact), run(&off));
+        let scan = mean_us(&mut || {
+            std::hint::black_box(redact.scan(std::hint::black_box(&input)).is_some());
         });
         println!(
-            "{} bytes, {strings} strings: canonicalize {full:.2} µs; \
+            "{} bytes, {strings} strings: canonicalize {redacted:.2} µs with redaction, \
+             {plain:.2} µs without (keyword pass alone {scan:.2} µs); \
              bare token walk with UTF-8 checks {baseline:.2} µs",
             input.len()
         );

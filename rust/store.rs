@@ -25,6 +25,7 @@ use crate::fork;
 use crate::ids::{to_hex, TraceId};
 use crate::merge::{self, MergeState};
 use crate::query::{self, Filters, PageRequest};
+use crate::redact::Redaction;
 use crate::schema::{self, Limits};
 use crate::summary::{time_key, Summary};
 use crate::time::Timestamp;
@@ -69,6 +70,8 @@ pub struct Options {
     /// Bytes of records that may wait for the writer before `log()` blocks.
     pub queue_bytes: usize,
     pub limits: Limits,
+    /// What `log()` does with the secrets in a trace.
+    pub redaction: Redaction,
     /// What the writer removes by itself; applies to the environment's writer, so the
     /// first writable handle of a path in a process sets it.
     pub retention: Retention,
@@ -82,6 +85,7 @@ impl Default for Options {
             map_size: DEFAULT_MAP_SIZE,
             queue_bytes: 64 << 20,
             limits: Limits::default(),
+            redaction: Redaction::default(),
             retention: Retention::default(),
         }
     }
@@ -412,8 +416,13 @@ impl Store {
     /// Validates one msgpack-encoded trace and queues it; returns its trace id.
     pub fn log(&self, payload: &[u8]) -> Result<TraceId> {
         let writer = self.writer()?;
-        let record = schema::canonicalize(payload, &self.options.limits, Timestamp::now())
-            .map_err(Error::Validation)?;
+        let record = schema::canonicalize(
+            payload,
+            &self.options.limits,
+            &self.options.redaction,
+            Timestamp::now(),
+        )
+        .map_err(Error::refused)?;
         let id = record.trace_id;
         let records = vec![pending(record)?];
         self.check_updates(&records)?;
@@ -424,8 +433,13 @@ impl Store {
     /// Validates a msgpack array of traces (all or nothing) and queues them in one hand-off.
     pub fn log_many(&self, payload: &[u8]) -> Result<Vec<TraceId>> {
         let writer = self.writer()?;
-        let records = schema::canonicalize_many(payload, &self.options.limits, Timestamp::now())
-            .map_err(Error::Validation)?;
+        let records = schema::canonicalize_many(
+            payload,
+            &self.options.limits,
+            &self.options.redaction,
+            Timestamp::now(),
+        )
+        .map_err(Error::refused)?;
         let ids = records.iter().map(|r| r.trace_id).collect();
         let pending: Vec<_> = records.into_iter().map(pending).collect::<Result<_>>()?;
         self.check_updates(&pending)?;

@@ -691,6 +691,7 @@ mod tests {
         let input = crate::schema::canonicalize(
             &sample_fragment(),
             &crate::schema::Limits::default(),
+            &crate::redact::Redaction::default(),
             Timestamp { secs: 1_750_000_000, nanos: 0 },
         )
         .unwrap();

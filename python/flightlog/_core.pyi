@@ -18,6 +18,9 @@ class Store:
         max_spans: int = 100000,
         retention_s: float | None = None,
         max_bytes: int | None = None,
+        redaction: str = "redact",
+        redaction_keys: list[str] = ...,
+        redaction_patterns: list[tuple[str, str]] = ...,
     ) -> Store: ...
     def log(self, payload: bytes) -> str: ...
     def log_many(self, payload: bytes) -> list[str]: ...

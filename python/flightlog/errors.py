@@ -35,7 +35,14 @@ class ValidationError(FlightlogError, ValueError):
 
 
 class SecretDetected(ValidationError):
-    """``redaction="reject"`` found a secret; ``errors`` names paths and kinds, never values."""
+    """``redaction="reject"`` found secrets in a trace; nothing of it was stored.
+
+    The message and ``errors`` name where and what kind, never the secret itself: one
+    ``{"path": ..., "message": ..., "kind": ...}`` dict per secret and kind, e.g.
+    ``{"path": "spans[1].attributes.api_key", "message": "is under a secret-looking key
+    name", "kind": "key_name"}`` or ``{"path": "input", "message": "holds a secret
+    (openai_api_key)", "kind": "openai_api_key"}``.
+    """
 
 
 class _KeyMessage(KeyError):

@@ -45,9 +45,10 @@ from flightlog.records import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["Durability", "Filters", "GroupBy", "OrderBy", "Store", "open"]
+__all__ = ["Durability", "Filters", "GroupBy", "OrderBy", "Redaction", "Store", "open"]
 
 Durability = Literal["group", "sync", "none"]
+Redaction = Literal["redact", "reject", "off"]
 OrderBy = Literal["timestamp", "latency_ms", "cost_usd"]
 GroupBy = Literal["agent_name", "framework", "status", "run_id", "request_id", "session_id"]
 Instant = dt.datetime | str | float
@@ -114,6 +115,9 @@ class Store:
         Raises:
             ValidationError: The trace was refused; ``.errors`` lists ``{path, message}``.
                 Nothing of it was stored.
+            SecretDetected: The store was opened with ``redaction="reject"`` and the trace
+                holds a secret; ``.errors`` lists ``{path, message, kind}``. Nothing of it
+                was stored.
             StorageError: The store is read-only or the last write failed.
             StoreClosed: The store was closed.
         """
@@ -136,6 +140,8 @@ class Store:
 
         Raises:
             ValidationError: Some trace was refused; nothing was stored.
+            SecretDetected: ``redaction="reject"`` found a secret in some trace; nothing
+                was stored.
         """
         return self._core.log_many(_encode(list(traces)))
 
@@ -496,6 +502,9 @@ def open(
     max_spans: int = 100_000,
     retention: dt.timedelta | None = None,
     max_bytes: int | None = None,
+    redaction: Redaction = "redact",
+    redaction_keys: Sequence[str] | None = None,
+    redaction_patterns: Mapping[str, str] | None = None,
 ) -> Store:
     """Opens (creating it if needed) the store directory at ``path``.
 
@@ -520,9 +529,29 @@ def open(
             commits). ``None`` keeps them forever.
         max_bytes: Keep the stored traces under this many bytes by deleting the oldest
             first, continuously like ``retention``. ``None`` sets no limit.
+        redaction: What ``log()`` does with secrets, which it looks for in every free-text
+            string of a trace (input, output, tool calls, span and event names, status
+            messages, attributes, metadata, at any depth; not in ids, names like
+            ``agent_name``, or tags). ``"redact"`` (default): a value under a
+            secret-looking key (``password``, ``api_key``, ``x-api-key``, ``clientSecret``,
+            ``token``, ``authorization``, ``cookie``, ...) becomes ``"[REDACTED]"``,
+            whatever its type; a substring in a known secret format (OpenAI, Anthropic,
+            AWS, GitHub, GitLab, Slack, Stripe, Google, Hugging Face and npm keys, JWTs,
+            PEM private keys, bearer tokens, passwords in URLs, ``password=...``)
+            becomes ``"[REDACTED:<kind>]"``; the trace's ``redactions`` counts the values
+            changed. ``"reject"``: ``log()`` raises :class:`SecretDetected` instead and
+            stores nothing. ``"off"``: strings are stored as given.
+        redaction_keys: More key names whose values are secrets, matched like the
+            built-in ones: in any case, as the last words of a key (``"ssn"`` also
+            matches ``"user_ssn"`` and ``"userSSN"``).
+        redaction_patterns: More secret formats, as ``{kind: regex}`` (Rust ``regex``
+            syntax): each match becomes ``"[REDACTED:<kind>]"``, or only the part matched
+            by a group named ``secret``. They run on every string, so each costs a regex
+            pass over all the text logged.
 
     Raises:
-        ValidationError: An option has a bad value.
+        ValidationError: An option has a bad value (e.g. a regex that does not compile);
+            ``.errors`` names the option.
         StorageError: The directory cannot be created or opened.
     """
     if durability not in ("group", "sync", "none"):
@@ -532,6 +561,7 @@ def open(
         )
     retention_s = _retention_seconds(retention)
     _check_max_bytes(max_bytes)
+    keys, patterns = _redaction_options(redaction, redaction_keys, redaction_patterns)
     if path is None:
         path = os.environ.get("FLIGHTLOG_PATH") or DEFAULT_PATH
     location = Path(path)
@@ -545,6 +575,9 @@ def open(
         max_spans=max_spans,
         retention_s=retention_s,
         max_bytes=max_bytes,
+        redaction=redaction,
+        redaction_keys=keys,
+        redaction_patterns=patterns,
     )
     return Store(core, location, durability, readonly)
 
@@ -577,6 +610,41 @@ def _check_max_bytes(max_bytes: object) -> None:
             f"max_bytes: expected a positive int below 2**64 or None, got {max_bytes!r}",
             [{"path": "max_bytes", "message": "expected a positive int below 2**64 or None"}],
         )
+
+
+def _redaction_options(
+    redaction: object, keys: object, patterns: object
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The redaction options in the core's shapes, once their types are checked (the core
+    checks their values: key names, kinds, regexes)."""
+    if redaction not in ("redact", "reject", "off"):
+        raise ValidationError(
+            f"redaction: expected 'redact', 'reject' or 'off', got {redaction!r}",
+            [{"path": "redaction", "message": "expected 'redact', 'reject' or 'off'"}],
+        )
+    if keys is None:
+        keys = []
+    # A lone string would be a sequence of one-letter names: surely a mistake.
+    if (
+        isinstance(keys, str)
+        or not isinstance(keys, Sequence)
+        or not all(isinstance(key, str) for key in keys)
+    ):
+        raise ValidationError(
+            f"redaction_keys: expected a list of strings or None, got {keys!r}",
+            [{"path": "redaction_keys", "message": "expected a list of strings or None"}],
+        )
+    if patterns is None:
+        patterns = {}
+    if not isinstance(patterns, Mapping) or not all(
+        isinstance(kind, str) and isinstance(regex, str) for kind, regex in patterns.items()
+    ):
+        message = "expected a dict of kind to regex (strings) or None"
+        raise ValidationError(
+            f"redaction_patterns: {message}, got {patterns!r}",
+            [{"path": "redaction_patterns", "message": message}],
+        )
+    return list(keys), list(patterns.items())
 
 
 def _checked_trace_id(trace_id: object) -> str:
