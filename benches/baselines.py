@@ -74,7 +74,7 @@ def sqlite_connect(directory: Path, synchronous: str) -> sqlite3.Connection:
     """
     directory.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(
-        directory / SQLITE_FILE, isolation_level=None, check_same_thread=False, timeout=600
+        directory / SQLITE_FILE, isolation_level=None, check_same_thread=False, timeout=60
     )
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
@@ -83,9 +83,10 @@ def sqlite_connect(directory: Path, synchronous: str) -> sqlite3.Connection:
     return db
 
 
-def sqlite_insert(db: sqlite3.Connection, trace_id: str, t: Trace) -> None:
+def sqlite_insert(db: sqlite3.Connection, trace_id: str, t: Trace, span_suffix: str = "") -> None:
     """One trace's rows, as Iris's ``insertTrace`` writes them; the caller owns the
-    transaction."""
+    transaction. Span ids are a primary key across traces: a caller writing the same trace
+    again gives a new ``span_suffix`` to its span ids."""
     json = msgspec.json.encode
     start = _time(t.timestamp)
     db.execute(
@@ -108,9 +109,9 @@ def sqlite_insert(db: sqlite3.Connection, trace_id: str, t: Trace) -> None:
         _INSERT_SPAN,
         [
             (
-                s.span_id,
+                f"{s.span_id}{span_suffix}",
                 trace_id,
-                _opt(s.parent_span_id),
+                f"{s.parent_span_id}{span_suffix}" if s.parent_span_id else None,
                 s.name,
                 s.kind if s.kind is not msgspec.UNSET else "INTERNAL",
                 s.status_code if s.status_code is not msgspec.UNSET else "UNSET",

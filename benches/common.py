@@ -247,7 +247,8 @@ def _figure(value: float, unit: str) -> str:
 
 
 def goals_table(goals: Sequence[Goal]) -> str:
-    """The goals as a markdown table: measured, goal, met, and the measured/goal ratio."""
+    """The goals as a markdown table: measured, goal, met, and how far from the goal
+    (``Goal.ratio``: above 1, better than the goal by that factor)."""
     rows = []
     for g in goals:
         sign = "≥" if g.better == "higher" else "≤"
