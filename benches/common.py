@@ -262,7 +262,7 @@ def goals_table(goals: Sequence[Goal]) -> str:
                 g.detail,
             ]
         )
-    return table(["goal", "measured", "target", "met", "measured / goal", "how"], rows, "lrrlrl")
+    return table(["goal", "measured", "target", "met", "vs goal", "how"], rows, "lrrlrl")
 
 
 @dataclass
