@@ -1,12 +1,17 @@
 """Sustained ingest: does ``log()`` keep its rate, and the process its memory, as the store
 grows to millions of traces?
 
-    python benches/bench_sustained.py [--traces N] [--slice S] [--quick] [--dir DIR]
-                                      [--margin GIB] [--json PATH]
+    python benches/bench_sustained.py [--traces N] [--slice S] [--timestamps now|spread]
+                                      [--quick] [--dir DIR] [--margin GIB] [--json PATH]
 
 One Python thread logs ``N`` standard traces (default 10,000,000) into one store with
 ``durability="group"``, cycling through a pool of 20,000 pre-generated traces (the store
-mints a new id for each ``log()``, so every record is a new trace). At the end of every
+mints a new id for each ``log()``, so every record is a new trace). With ``--timestamps now``
+(the default) the pool's traces carry no ``timestamp``, so the store stamps each with the
+time it is logged, as in production, where traces arrive roughly in time order; with
+``--timestamps spread`` they keep the standard traces' own, spread over 6 hours and repeating
+every 20,000 traces: every time-ordered index then takes random inserts, a worst case
+(run and request ids are random in both). At the end of every
 slice (default 1,000,000 traces) the store is flushed and the slice's rate, its ``log()``
 latencies, the process's memory (``/proc/self/status``) and the store's size are printed;
 memory is also read every 100,000 traces.
@@ -27,6 +32,7 @@ from array import array
 from dataclasses import dataclass
 
 import flightlog
+import msgspec
 from common import (
     Goal,
     Report,
@@ -112,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(42)
         gc.disable()
         pool = [standard_trace(rng) for _ in range(500 if args.quick else POOL)]
+        if args.timestamps == "now":
+            for trace in pool:
+                trace.timestamp = msgspec.UNSET  # the store stamps it when it is logged
         gc.enable()
         gc.collect()
         gc.freeze()  # the pool lives all run: keep full collections from walking it
@@ -120,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         store = flightlog.open(path, durability="group")
         before = memory()
         print(
-            f"{wanted:,} standard traces wanted, from a pool of {len(pool):,}; slices of "
+            f"{wanted:,} standard traces wanted, from a pool of {len(pool):,} "
+            f"(timestamps: {args.timestamps}); slices of "
             f"{step:,}; memory before logging: RSS {mib(before['rss'])} "
             f"(anonymous {mib(before['anon'])}, files {mib(before['file'])}); "
             f"{free_bytes(base) / 2**30:,.0f} GiB free; load average {load()}\n",
@@ -193,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     report.figures = {
         "traces": total,
         "wanted": wanted,
+        "timestamps": args.timestamps,
         "remark": remark,
         "before": before,
         "slices": [vars(s) | {"rate": s.rate} for s in slices],
@@ -272,6 +283,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--traces", type=int, default=10_000_000, help="traces to log (10000000)")
     parser.add_argument(
         "--slice", type=int, default=1_000_000, help="traces per reported slice (1000000)"
+    )
+    parser.add_argument(
+        "--timestamps",
+        choices=("now", "spread"),
+        default="now",
+        help="stamped when logged (now, the default) or the pool's own, spread over 6 hours",
     )
     parser.add_argument("--quick", action="store_true", help="3000 traces: a smoke test for CI")
     parser.add_argument(
