@@ -36,6 +36,7 @@ from typing import Any
 
 import flightlog
 import msgspec
+from common import Goal, Report
 from flightlog.records import UNSET, Stats, Trace
 from flightlog.sample import BASE_TIME, standard_trace
 
@@ -641,6 +642,25 @@ def _table(ops: list[Op], results: list[tuple[Timing, Timing]], count: int) -> s
     return "\n".join(lines)
 
 
+def _report(ops: list[Op], results: list[tuple[Timing, Timing]], count: int) -> Report:
+    """The goals for ``run_all.py``: flightlog's median against each goal, at this size."""
+    report = Report("query")
+    for op, (ours, theirs) in zip(ops, results, strict=True):
+        report.figures[op.name] = {"flightlog_p50_s": ours.p50_s, "sqlite_p50_s": theirs.p50_s}
+        if op.goal_s is not None:
+            report.goals.append(
+                Goal(
+                    f"`{op.name}` at {count:,} traces",
+                    ours.p50_s,
+                    op.goal_s,
+                    "s",
+                    "lower",
+                    f"median; SQLite {_duration(theirs.p50_s)}; goal stated at {GOALS_AT:,}",
+                )
+            )
+    return report
+
+
 def _plans(db: Db) -> str:
     """SQLite's plan for the queries that have one shape, so a reader sees the indexes used."""
     queries = {
@@ -727,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append((ours, theirs))
             print(f"load average after timing: {_load()}\n")
             print(_table(ops, results, count))
+            _report(ops, results, count).write(args.json)
         finally:
             store.close()
             db.close()
@@ -762,6 +783,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the stores in DIR/flightlog-bench-query-N and reuse them on the next run",
     )
+    parser.add_argument("--json", default=None, help="also write the goals and figures here")
     return parser.parse_args(argv)
 
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import flightlog
 import msgspec
 import pytest
 from flightlog import Trace
-from flightlog.sample import BASE_TIME, SIZES, Size, sample_traces, standard_trace
+from flightlog.sample import (
+    BASE_TIME,
+    SIZES,
+    Size,
+    many_spans_trace,
+    sample_traces,
+    sized_trace,
+    standard_trace,
+)
 
 
 def _json_size(trace: Trace) -> int:
@@ -175,3 +184,113 @@ def test_the_demo_mix_is_accepted_by_the_store_in_one_batch(tmp_path: Path) -> N
     assert len(set(ids)) == 300
     assert stored.status == "failed"
     assert [s.status_code for s in stored.spans].count("ERROR") >= 1
+
+
+# --- the benchmark's size table: sized_trace and many_spans_trace ----------------------------
+
+
+@pytest.mark.parametrize("target", [1000, 2500, 4000, 5600, 20_000, 100_000, 1_000_000])
+@pytest.mark.parametrize("seed", range(3))
+def test_sized_trace_is_within_ten_percent_of_its_target_as_json(target: int, seed: int) -> None:
+    size = _json_size(sized_trace(random.Random(seed), target))
+    assert 0.9 * target <= size <= 1.1 * target
+
+
+def test_sized_trace_has_the_standard_shape_from_4000_bytes_and_one_model_call_below() -> None:
+    large = sized_trace(random.Random(1), 100_000)
+    small = sized_trace(random.Random(1), 1000)
+
+    assert Counter(s.kind for s in large.spans) == {"AGENT": 1, "LLM": 2, "TOOL": 3}
+    assert len(large.tool_calls) == 3
+    assert [s.kind for s in small.spans] == ["LLM"]
+    assert small.tool_calls == []
+
+
+def test_sized_trace_scales_every_text_in_the_standard_proportions() -> None:
+    trace = sized_trace(random.Random(2), 100_000)
+    assert isinstance(trace.input, str) and isinstance(trace.output, str)
+
+    assert 2.8 <= len(trace.output) / len(trace.input) <= 3.2  # 1500 : 500
+    for call in trace.tool_calls:
+        assert len(msgspec.json.encode(call.output)) > len(msgspec.json.encode(call.input)) > 1000
+
+
+def test_sized_trace_is_deterministic_and_consumes_the_rng_like_one_trace() -> None:
+    first, second = random.Random(7), random.Random(7)
+    a = [sized_trace(first, 50_000) for _ in range(3)]
+    b = [sized_trace(second, 50_000) for _ in range(3)]
+
+    assert a == b
+    assert first.random() == second.random()
+    assert a[0] != a[1]
+    assert sized_trace(random.Random(8), 50_000) != a[0]
+
+
+def test_sized_trace_refuses_targets_below_the_smallest_shape() -> None:
+    with pytest.raises(ValueError, match="at least 1000"):
+        sized_trace(random.Random(0), 999)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_many_spans_trace_is_a_tree_of_100_small_spans(seed: int) -> None:
+    trace = many_spans_trace(random.Random(seed))
+    root, *rest = trace.spans
+    ids = {span.span_id for span in trace.spans}
+    sizes = [len(msgspec.msgpack.encode(span)) for span in rest]
+
+    assert len(trace.spans) == len(ids) == 100
+    assert root.kind == "AGENT" and root.parent_span_id is msgspec.UNSET
+    assert all(span.parent_span_id in ids for span in rest)
+    assert Counter(span.kind for span in rest) == {"INTERNAL": 9, "LLM": 45, "TOOL": 45}
+    # 100 bytes is below the smallest timed child span: every span is at that floor.
+    assert all(110 <= size <= 135 for size in sizes)
+    assert 10_000 <= _json_size(trace) <= 20_000
+
+
+@pytest.mark.parametrize("span_bytes", [300, 1000])
+def test_many_spans_trace_pads_spans_to_span_bytes(span_bytes: int) -> None:
+    trace = many_spans_trace(random.Random(0), spans=40, span_bytes=span_bytes)
+    sizes = [len(msgspec.msgpack.encode(span)) for span in trace.spans[1:]]
+
+    assert len(trace.spans) == 40
+    assert all(0.9 * span_bytes <= size <= 1.1 * span_bytes for size in sizes)
+
+
+@pytest.mark.parametrize("spans", [1, 2, 11, 12, 57])
+def test_many_spans_trace_makes_exactly_the_spans_asked(spans: int) -> None:
+    assert len(many_spans_trace(random.Random(0), spans=spans).spans) == spans
+
+
+def test_many_spans_trace_is_deterministic_for_the_rng_state() -> None:
+    assert many_spans_trace(random.Random(4)) == many_spans_trace(random.Random(4))
+    assert many_spans_trace(random.Random(4)) != many_spans_trace(random.Random(5))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: sized_trace(rng, 1000),
+        lambda rng: sized_trace(rng, 100_000),
+        lambda rng: sized_trace(rng, 1_000_000),
+        lambda rng: many_spans_trace(rng),
+        lambda rng: many_spans_trace(rng, spans=300, span_bytes=400),
+    ],
+    ids=["1kb", "100kb", "1mb", "100-spans", "300-spans-of-400"],
+)
+def test_benchmark_variants_are_stored_as_given(
+    tmp_path: Path, make: Callable[[random.Random], Trace]
+) -> None:
+    trace = make(random.Random(11))
+    with flightlog.open(tmp_path / "store") as store:
+        trace_id = store.log(trace)
+        store.flush()
+        stored = store.get(trace_id)
+
+    assert (stored.input, stored.output, stored.tool_calls) == (
+        trace.input,
+        trace.output,
+        trace.tool_calls,
+    )
+    assert [(s.span_id, s.parent_span_id, s.kind, s.attributes) for s in stored.spans] == [
+        (s.span_id, s.parent_span_id, s.kind, s.attributes) for s in trace.spans
+    ]

@@ -5,18 +5,31 @@ with a 500-character input, a 1500-character output, 3 tool calls and 6 spans (a
 2 LLM spans carrying ``gen_ai.*`` attributes and 3 TOOL spans). Text is English-like, sliced
 from a corpus built once from a word list, so a trace takes tens of microseconds to make and
 compresses like real prose rather than like random letters.
+
+For the benchmark's size table, :func:`sized_trace` scales the standard trace's text to a
+target size, and :func:`many_spans_trace` makes a trace of many small spans.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+import msgspec
 
 from flightlog.records import UNSET, Event, Span, TokenUsage, ToolCall, Trace
 
-__all__ = ["BASE_TIME", "SIZES", "Size", "sample_traces", "standard_trace"]
+__all__ = [
+    "BASE_TIME",
+    "SIZES",
+    "Size",
+    "many_spans_trace",
+    "sample_traces",
+    "sized_trace",
+    "standard_trace",
+]
 
 Size = Literal["1kb", "standard", "100kb", "1mb", "many_spans"]
 SIZES: tuple[Size, ...] = ("1kb", "standard", "100kb", "1mb", "many_spans")
@@ -207,7 +220,10 @@ def standard_trace(
     Returns:
         A :class:`Trace` without ``trace_id`` (the store mints one).
     """
-    profile = _PROFILES[size]
+    return _trace(rng, _PROFILES[size], base, agent)
+
+
+def _trace(rng: random.Random, profile: _Profile, base: dt.datetime, agent: int | None) -> Trace:
     random_ = rng.random
     name, framework, system = _AGENTS[
         int(random_() * len(_AGENTS)) if agent is None else agent % len(_AGENTS)
@@ -282,6 +298,179 @@ def standard_trace(
 
 
 _TD = dt.timedelta
+_SMALL_SHAPE_BELOW = 4000  # JSON bytes: smaller targets get one LLM span and no tools
+_TOOL_JSON = 30  # characters of a tool input's or output's JSON around its text
+
+
+def sized_trace(
+    rng: random.Random,
+    target_bytes: int,
+    *,
+    base: dt.datetime = BASE_TIME,
+    agent: int | None = None,
+) -> Trace:
+    """A standard trace whose text is scaled so that it is about ``target_bytes`` as JSON.
+
+    From 4,000 bytes up the trace has the standard shape (6 spans, 3 tool calls) and every
+    text (input, output, tool inputs and outputs) is scaled in the standard proportions; below
+    that it is one model call (one LLM span, no tools, no AGENT root), as small as 1,000
+    bytes. The JSON size lands within a few percent of the target (texts end on a word).
+    Deterministic from the state of ``rng``.
+
+    Args:
+        rng: The random source; the same state yields the same trace.
+        target_bytes: The size wanted, as ``msgspec.json`` encodes the trace; at least 1,000.
+        base: The trace starts within the 6 hours before this instant (tz-aware).
+        agent: Index into the 20 agents; random when ``None``.
+
+    Returns:
+        A :class:`Trace` without ``trace_id``.
+
+    Raises:
+        ValueError: ``target_bytes`` is below 1,000.
+    """
+    if target_bytes < 1000:
+        raise ValueError(f"target_bytes must be at least 1000, not {target_bytes}")
+    shape = _PROFILES["standard" if target_bytes >= _SMALL_SHAPE_BELOW else "1kb"]
+    state = rng.getstate()
+    # Two passes from the same random state: the first measures what the trace takes besides
+    # its text, the second fills the rest of the target with text.
+    first = _trace(rng, shape, base, agent)
+    text = _text_chars(first)
+    overhead = len(msgspec.json.encode(first)) - text
+    scale = max(target_bytes - overhead, 1) / text
+    rng.setstate(state)
+    return _trace(rng, _scaled(shape, scale), base, agent)
+
+
+def _text_chars(trace: Trace) -> int:
+    """Characters of generated text in a trace: input, output and the tools' texts."""
+    chars = len(trace.input) if isinstance(trace.input, str) else 0
+    chars += len(trace.output) if isinstance(trace.output, str) else 0
+    for call in trace.tool_calls:
+        for part in (call.input, call.output):
+            chars += sum(len(v) for v in part.values() if isinstance(v, str) and len(v) > 8)
+    return chars
+
+
+def _scaled(profile: _Profile, scale: float) -> _Profile:
+    def tool(chars: int) -> int:
+        return _TOOL_JSON + max(1, round((chars - _TOOL_JSON) * scale))
+
+    return replace(
+        profile,
+        input_chars=max(1, round(profile.input_chars * scale)),
+        output_chars=max(1, round(profile.output_chars * scale)),
+        tool_input_chars=tool(profile.tool_input_chars) if profile.tools else 0,
+        tool_output_chars=tool(profile.tool_output_chars) if profile.tools else 0,
+    )
+
+
+def many_spans_trace(
+    rng: random.Random,
+    *,
+    spans: int = 100,
+    span_bytes: int = 100,
+    base: dt.datetime = BASE_TIME,
+    agent: int | None = None,
+) -> Trace:
+    """An agent run made of many small spans: an AGENT root over INTERNAL steps of up to 10
+    LLM and TOOL spans each (100 spans: the root and 9 steps of 10).
+
+    Every span below the root has an id, its parent's id, a kind, a name (``chat``, a tool's
+    name or ``step N``), a start time and a duration, plus text in a ``detail`` attribute
+    when ``span_bytes`` leaves room for it. Sizes are counted as msgpack, the encoding
+    :meth:`Store.log` sends. Such a span takes 119 to 131 bytes without the attribute (155 to
+    170 as JSON), and the attribute adds at least 22: a ``span_bytes`` below ~155 (like the
+    default 100, the smallest spans agents log) yields spans of that floor, larger values
+    spans within a few bytes of it. The trace around the spans is small (200 and 400
+    characters of input and output, token usage, no tool calls).
+
+    Args:
+        rng: The random source; the same state yields the same trace.
+        spans: How many spans, at least 1.
+        span_bytes: The size wanted for each span below the root, as msgpack.
+        base: The trace starts within the 6 hours before this instant (tz-aware).
+        agent: Index into the 20 agents; random when ``None``.
+
+    Returns:
+        A :class:`Trace` without ``trace_id``.
+    """
+    if spans < 1:
+        raise ValueError(f"spans must be at least 1, not {spans}")
+    random_ = rng.random
+    name, framework, system = _AGENTS[
+        int(random_() * len(_AGENTS)) if agent is None else agent % len(_AGENTS)
+    ]
+    model = _pick(rng, _MODELS[system])[0]
+    start = base - _TD(0, _SPREAD_S * random_())
+    took_us = 1_000_000 + int(random_() * 9_000_000)
+    ids = _Ids(rng, spans)
+    root_id = ids.take()
+    out = [
+        Span(
+            name=name,
+            span_id=root_id,
+            kind="AGENT",
+            start_time=start,
+            end_time=start + _TD(0, 0, took_us),
+            attributes={"gen_ai.agent.name": name},
+        )
+    ]
+    steps = -(-(spans - 1) // 11)  # each step: the step span and up to 10 children
+    slot = took_us // max(1, steps)
+    step_id = root_id
+    for i in range(spans - 1):
+        position = i % 11
+        if position == 0:
+            step_id = ids.take()
+            step_start = start + _TD(0, 0, slot * (i // 11))
+            span = Span(
+                name=f"step {i // 11}",
+                span_id=step_id,
+                parent_span_id=root_id,
+                kind="INTERNAL",
+                start_time=step_start,
+                duration_ms=slot / 1000,
+            )
+        else:
+            is_llm = position % 2 == 1
+            child_us = slot // 10
+            span = Span(
+                name="chat" if is_llm else _pick(rng, _TOOLS)[0],
+                span_id=ids.take(),
+                parent_span_id=step_id,
+                kind="LLM" if is_llm else "TOOL",
+                start_time=step_start + _TD(0, 0, child_us * (position - 1)),
+                duration_ms=(child_us - int(random_() * child_us // 4)) / 1000,
+            )
+        room = span_bytes - len(msgspec.msgpack.encode(span)) - _DETAIL_MSGPACK
+        if room > 0:
+            span.attributes = {"detail": _text(rng, room)}
+        out.append(span)
+    prompt, completion = 300 + int(random_() * 2500), 40 + int(random_() * 400)
+    return Trace(
+        agent_name=name,
+        framework=framework,
+        input=_text(rng, 200),
+        output=_text(rng, 400),
+        latency_ms=took_us / 1000,
+        token_usage=TokenUsage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        ),
+        metadata={"model": model},
+        spans=out,
+        timestamp=start,
+        run_id=f"run_{rng.getrandbits(48):012x}",
+        status="succeeded",
+        ended_at=start + _TD(0, 0, took_us),
+    )
+
+
+# msgpack bytes the ``detail`` attribute adds besides its text: the "attributes" key, a map
+# header, the "detail" key and a string header.
+_DETAIL_MSGPACK = 11 + 1 + 7 + 2
+
 _STEPS = {
     (profile.tools, profile.llm_calls): ("llm", *("tool",) * profile.tools)
     + ("llm",) * (profile.llm_calls - 1)
