@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"## {workload.name}: {n:,} {workload.about}\n\n"
                 f"{sum(json_sizes) / n:,.0f} bytes as JSON on average, "
-                f"{data.spans / n:,.0f} spans; generated in {gen_s:,.1f} s; "
+                f"{data.spans / n:,.0f} spans per trace; generated in {gen_s:,.1f} s; "
                 f"batches of {workload.batch:,}; load average {load()} before timing\n",
                 flush=True,
             )
