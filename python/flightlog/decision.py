@@ -11,16 +11,14 @@ import contextlib
 from types import TracebackType
 from typing import Any, Literal
 
-import msgspec
-
 from flightlog import _core
-from flightlog.errors import DecisionClosed, InvalidTransition, ValidationError
+from flightlog.encoding import encode, type_error
+from flightlog.errors import DecisionClosed, InvalidTransition
 from flightlog.records import (
     DecisionEvent,
     DecisionStatus,
     decision_event_decoder,
     decision_trace_decoder,
-    encoder,
 )
 
 __all__ = ["Decision"]
@@ -156,7 +154,7 @@ class Decision:
             DecisionClosed: The decision is committed or aborted.
         """
         if not isinstance(approved, bool):
-            raise _type_error("approved", "a bool", approved)
+            raise type_error("approved", "a bool", approved)
         return self._record("approval_resolved", approved=approved, by=by, reason=reason)
 
     def add_context(self, context: Any = None, *, summary: str | None = None) -> DecisionEvent:
@@ -184,7 +182,7 @@ class Decision:
     def _record(self, kind: str, **fields: Any) -> DecisionEvent:
         for name, value in fields.items():
             if name not in _ENCODED and value is not None and not isinstance(value, str):
-                raise _type_error(name, "a string", value)
+                raise type_error(name, "a string", value)
         given = {name: value for name, value in fields.items() if value is not None}
         raw = self._core.decision_event(self._decision_id, self._agent, kind, **given)
         return decision_event_decoder.decode(raw)
@@ -223,17 +221,4 @@ _ENCODED = frozenset({"mutation_summary", "context", "approved"})
 
 def _encoded(name: str, value: Any) -> bytes | None:
     """``value`` as msgpack, or ``None`` when absent."""
-    if value is None:
-        return None
-    try:
-        return encoder.encode(value)
-    except (TypeError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
-        raise ValidationError(
-            f"{name}: expected a JSON-compatible value: {exc}",
-            [{"path": name, "message": f"expected a JSON-compatible value: {exc}"}],
-        ) from None
-
-
-def _type_error(name: str, expected: str, value: object) -> ValidationError:
-    message = f"expected {expected}, got {type(value).__name__}"
-    return ValidationError(f"{name}: {message}", [{"path": name, "message": message}])
+    return None if value is None else encode(value, root=name)

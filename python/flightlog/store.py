@@ -21,6 +21,7 @@ import msgspec
 
 from flightlog import _core
 from flightlog.decision import Decision
+from flightlog.encoding import encode, type_error
 from flightlog.errors import DecisionClosed, StorageError, ValidationError
 from flightlog.merge import merge_fragments
 from flightlog.records import (
@@ -36,7 +37,6 @@ from flightlog.records import (
     check_report_decoder,
     decision_page_decoder,
     decision_trace_decoder,
-    encoder,
     page_decoder,
     stats_decoder,
     trace_decoder,
@@ -127,7 +127,7 @@ class Store:
             raise TypeError("log() takes a trace or keyword fields, not both")
         else:
             record = trace
-        return self._core.log(_encode(record))
+        return self._core.log(encode(record))
 
     def log_many(self, traces: Iterable[Trace | Mapping[str, Any]]) -> list[str]:
         """Validates several traces in one pass and queues them in one hand-off.
@@ -143,7 +143,7 @@ class Store:
             SecretDetected: ``redaction="reject"`` found a secret in some trace; nothing
                 was stored.
         """
-        return self._core.log_many(_encode(list(traces)))
+        return self._core.log_many(encode(list(traces)))
 
     def flush(self, timeout: float | None = None) -> None:
         """Waits until everything logged so far is durable.
@@ -207,7 +207,7 @@ class Store:
                 ``order_by``, ``limit`` or ``cursor``; ``.errors`` names each.
             StoreClosed: The store was closed.
         """
-        page = self._core.query(_encode(filters), order_by, descending, limit, cursor)
+        page = self._core.query(encode(filters), order_by, descending, limit, cursor)
         return page_decoder.decode(page)
 
     def count(self, **filters: Unpack[Filters]) -> int:
@@ -217,7 +217,7 @@ class Store:
             ValidationError: An unknown filter or a filter value of the wrong type.
             StoreClosed: The store was closed.
         """
-        return self._core.count(_encode(filters))
+        return self._core.count(encode(filters))
 
     def stats(self, *, group_by: GroupBy | None = None, **filters: Unpack[Filters]) -> Stats:
         """Aggregates the traces matching the filters: counts, error rate, tokens, cost,
@@ -237,7 +237,7 @@ class Store:
                 ``group_by``.
             StoreClosed: The store was closed.
         """
-        return stats_decoder.decode(self._core.stats(_encode(filters), group_by))
+        return stats_decoder.decode(self._core.stats(encode(filters), group_by))
 
     def delete(self, trace_id: str) -> bool:
         """Deletes a trace: all its fragments, its summary and its index entries.
@@ -272,7 +272,7 @@ class Store:
             StorageError: The store is read-only or the write failed.
             StoreClosed: The store was closed.
         """
-        return self._core.delete_where(_encode(filters))
+        return self._core.delete_where(encode(filters))
 
     def check(self) -> CheckReport:
         """Verifies the store: every record decodes, every trace has its summary and index
@@ -320,12 +320,12 @@ class Store:
         _check_strings(agent=agent, intent=intent, automation_mode=automation_mode)
         _check_strings(trace_id=trace_id, run_id=run_id, optional=True)
         if metadata is not None and not isinstance(metadata, Mapping):
-            raise _type_error("metadata", "a dict", metadata)
+            raise type_error("metadata", "a dict", metadata)
         decision_id = self._core.open_decision(
             agent,
             intent,
             automation_mode,
-            metadata=None if metadata is None else _encode(metadata, "metadata"),
+            metadata=None if metadata is None else encode(metadata, "metadata"),
             trace_id=trace_id,
             run_id=run_id,
         )
@@ -399,13 +399,13 @@ class Store:
         _check_strings(agent=agent)
         _check_strings(status=status, intent=intent, cursor=cursor, optional=True)
         if not isinstance(limit, int) or isinstance(limit, bool):
-            raise _type_error("limit", "an int", limit)
+            raise type_error("limit", "an int", limit)
         raw = self._core.decisions(
             agent,
             status,
             intent,
-            None if since is None else _encode(since, "since"),
-            None if until is None else _encode(until, "until"),
+            None if since is None else encode(since, "since"),
+            None if until is None else encode(until, "until"),
             limit,
             cursor,
         )
@@ -423,7 +423,7 @@ class Store:
             ValidationError: ``before`` is not a ``datetime``, ISO-8601 string or epoch
                 seconds.
         """
-        return self._core.purge_decisions(_encode(before, "before"))
+        return self._core.purge_decisions(encode(before, "before"))
 
     def _decision(self, decision_id: str, agent: str, *, events: bool) -> DecisionTrace:
         _check_strings(decision_id=decision_id, agent=agent)
@@ -662,66 +662,7 @@ def _check_strings(*, optional: bool = False, **values: object) -> None:
     """Refuses arguments that are not strings (``None`` too, unless ``optional``)."""
     for name, value in values.items():
         if not isinstance(value, str) and not (optional and value is None):
-            raise _type_error(name, "a string", value)
-
-
-def _type_error(name: str, expected: str, value: object) -> ValidationError:
-    message = f"expected {expected}, got {type(value).__name__}"
-    return ValidationError(f"{name}: {message}", [{"path": name, "message": message}])
-
-
-def _encode(record: object, root: str = "") -> bytes:
-    try:
-        return encoder.encode(record)
-    except (TypeError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
-        path, problem = _find_unencodable(record)
-        if root:
-            path = f"{root}.{path}" if path else root
-        raise ValidationError(
-            f"{path or '<root>'}: {problem or exc}",
-            [{"path": path, "message": problem or f"expected a JSON-compatible value: {exc}"}],
-        ) from None
-
-
-_MAX_WALK_DEPTH = 256
-
-
-def _find_unencodable(record: object) -> tuple[str, str]:
-    """Locates what msgspec refused, walking breadth-first without recursion.
-
-    Only runs on the error path. Returns the path and, when the walk itself explains the
-    problem (nesting too deep), a message; otherwise the message is msgspec's.
-    """
-    pending: list[tuple[str, object, int]] = [("", record, 0)]
-    while pending:
-        path, value, depth = pending.pop(0)
-        if depth > _MAX_WALK_DEPTH:
-            return path, f"nested more than {_MAX_WALK_DEPTH} levels deep"
-        children = _children(path, value)
-        if children is None:
-            try:
-                encoder.encode(value)
-            except (TypeError, OverflowError, msgspec.EncodeError):
-                return path, ""
-            continue
-        pending.extend((child_path, child, depth + 1) for child_path, child in children)
-    return "", ""
-
-
-def _children(path: str, value: object) -> list[tuple[str, object]] | None:
-    """The (path, value) items of a container, or None for a leaf."""
-    prefix = f"{path}." if path else ""
-    if isinstance(value, msgspec.Struct):
-        return [
-            (prefix + name, getattr(value, name))
-            for name in value.__struct_fields__
-            if getattr(value, name) is not msgspec.UNSET
-        ]
-    if isinstance(value, Mapping):
-        return [(prefix + str(key), item) for key, item in value.items()]
-    if isinstance(value, (list, tuple)):
-        return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
-    return None
+            raise type_error(name, "a string", value)
 
 
 @atexit.register
