@@ -17,26 +17,22 @@ import datetime as dt
 import gc
 import json
 import math
-import os
-import platform
 import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import flightlog
 import msgspec
-from common import Goal, Report
+from common import Goal, Report, commit, load, machine
 from flightlog.records import UNSET, Stats, Trace
 from flightlog.sample import BASE_TIME, standard_trace
 
@@ -224,7 +220,7 @@ def _build(count: int, workdir: Path) -> Built:
         sqlite_s,
         analyze_s,
         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        _commit(),
+        commit(),
     )
 
 
@@ -574,53 +570,6 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
-def _commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head}{' (modified)' if dirty else ''}"
-
-
-def _load() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _machine(workdir: Path) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    memory = "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
-            )
-        with open("/proc/meminfo", encoding="utf-8") as info:
-            kib = next(int(line.split()[1]) for line in info if line.startswith("MemTotal"))
-            memory = f"{kib / 2**20:.0f} GiB"
-    except (OSError, StopIteration, ValueError):
-        pass
-    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("flightlog", "msgspec"))
-    return (
-        f"machine: {cpu}, {os.cpu_count()} cores, {memory} RAM, "
-        f"{platform.system()} {platform.release()}, load average {_load()}\n"
-        f"python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{versions} (commit {_commit()}), sqlite {sqlite3.sqlite_version}\n"
-        f"stores under {workdir}"
-    )
-
-
 def _table(ops: list[Op], results: list[tuple[Timing, Timing]], count: int) -> str:
     lines = [
         "| operation | runs | flightlog median | flightlog p95 | SQLite median | SQLite p95 "
@@ -706,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     workdir, built, fresh = _prepare(count, base, args.keep)
     try:
-        print(_machine(workdir), flush=True)
+        print(machine(workdir, ("msgspec",)), flush=True)
         print(
             f"\n{count:,} standard traces over {SPAN.days} days, "
             f"{FAILED:.0%} failed; "
@@ -738,14 +687,14 @@ def main(argv: list[str] | None = None) -> int:
             del ids
             gc.collect()
             gc.freeze()
-            print(f"timing: load average {_load()}", file=sys.stderr, flush=True)
+            print(f"timing: load average {load()}", file=sys.stderr, flush=True)
             results = []
             for op in ops:
                 print(f"  {op.name} ...", file=sys.stderr, flush=True)
                 ours = _measure(op.flightlog, op.args, reps, budget)
                 theirs = _measure(op.sqlite, op.args, reps, budget)
                 results.append((ours, theirs))
-            print(f"load average after timing: {_load()}\n")
+            print(f"load average after timing: {load()}\n")
             print(_table(ops, results, count))
             _report(ops, results, count).write(args.json)
         finally:
