@@ -1,0 +1,497 @@
+"""Records a pytest session into a flightlog store. ``flightlog.pytest_plugin`` registers a
+:class:`Recorder` once recording is enabled; importing this module loads the store.
+
+Where tests run (the only process, or each pytest-xdist worker) each test becomes a trace
+logged in three fragments: ``running`` before its setup starts, its setup span once setup is
+done, and its outcome after teardown. The first two are committed before the test goes on,
+so a process that dies inside a test leaves that test ``running`` with the phases it
+finished. The process that reports (the only one, or xdist's controller) writes the run
+trace and counts outcomes the way pytest's summary line does. docs/pytest.md has the shapes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import platform
+import shlex
+import subprocess
+from collections import Counter
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flightlog
+from flightlog.records import Span, SpanEvent, TokenUsage, Trace
+from flightlog.testruns import FAILING, FRAMEWORK, OUTCOMES, RUN_AGENT, TEST_AGENT, nodeid_key
+
+__all__ = ["Recorder"]
+
+_MAX_MESSAGE = 2_000  # characters of an error message kept in metadata and span status
+_MAX_TRACEBACK = 32_000  # characters of pytest's failure report kept in a span event
+_MAX_PARAM = 200  # characters of a parameter's repr
+_MAX_SPAN_NAME = 1024  # the store's limit on span names
+_GIT_TIMEOUT_S = 5
+
+
+@dataclass
+class _Test:
+    """A test between the start of its setup and the end of its teardown."""
+
+    trace_id: str
+    root_span: Span
+    key: str | None = None  # the request_id, once the first fragment is stored
+    reports: dict[str, pytest.TestReport] = field(default_factory=dict)
+    errors: dict[str, tuple[str, str]] = field(default_factory=dict)  # when -> type, message
+
+
+class Recorder:
+    """The pytest hooks that write a session into a store.
+
+    Args:
+        config: The session's pytest config.
+        path: The store directory (absolute: xdist workers receive it as is).
+        run_id: The session's run id (xdist workers get the controller's); ``None`` mints
+            one: the id of the run trace.
+        worker: The xdist worker id (``gw0``, ...) in a worker, else ``None``.
+
+    Raises:
+        pytest.UsageError: The store cannot be opened.
+    """
+
+    def __init__(
+        self, config: pytest.Config, path: Path, run_id: str | None, worker: str | None
+    ) -> None:
+        self._config = config
+        self.path = path
+        self._run_trace_id = flightlog.new_trace_id()
+        self.run_id = run_id or self._run_trace_id
+        self._worker = worker
+        # Commits without fsync: committing before each test runs must cost microseconds.
+        # The run's last fragment is written through a durable handle, whose fsync makes
+        # everything before it durable too (see _finish_run).
+        try:
+            self._store = flightlog.open(path, durability="none")
+        except flightlog.FlightlogError as exc:
+            raise pytest.UsageError(f"flightlog: cannot open the store at {path}: {exc}") from exc
+        self._tests: dict[str, _Test] = {}
+        self._counts: Counter[str] = Counter()
+        self._started = _now()
+        self._write_errors = 0
+        self._first_write_error: str | None = None
+
+    @property
+    def reports_run(self) -> bool:
+        """Whether this process writes the run trace (it is not an xdist worker)."""
+        return self._worker is None
+
+    # --- the run ------------------------------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist (controller): hands the run id and store path to each worker."""
+        node.workerinput["flightlog_run_id"] = self.run_id
+        node.workerinput["flightlog_path"] = str(self.path)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.reports_run:
+            return
+        args = list(self._config.invocation_params.args)
+        metadata: dict[str, Any] = {
+            "args": args,
+            "rootdir": str(self._config.rootpath),
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "platform": platform.platform(),
+            "pytest": pytest.__version__,
+        }
+        workers = getattr(self._config.option, "numprocesses", None)
+        if isinstance(workers, int) and workers > 0:
+            metadata["workers"] = workers
+        git = _git(self._config.rootpath)
+        if git:
+            metadata["git"] = git
+        self._write(
+            Trace(
+                trace_id=self._run_trace_id,
+                agent_name=RUN_AGENT,
+                framework=FRAMEWORK,
+                run_id=self.run_id,
+                status="running",
+                timestamp=self._started,
+                input=shlex.join(["pytest", *args]),
+                metadata=metadata,
+            ),
+            commit=True,
+        )
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        # Counted like pytest's summary line: a failed collection is an error.
+        if self.reports_run and report.failed:
+            self._counts["error"] += 1
+        elif self.reports_run and report.skipped:
+            self._counts["skipped"] += 1
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        if self.reports_run:
+            self._counts["deselected"] += len(items)
+
+    def pytest_warning_recorded(self) -> None:
+        if self.reports_run:
+            self._counts["warnings"] += 1
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.reports_run:
+            self._finish_run(int(exitstatus))
+        else:
+            self._commit()
+
+    def pytest_unconfigure(self) -> None:
+        self._store.close()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.reports_run:
+            return
+        terminalreporter.write_line(f"flightlog: run {self.run_id} recorded in {self.path}")
+        if self._write_errors:
+            terminalreporter.write_line(
+                f"flightlog: {self._write_errors} records could not be written; the first: "
+                f"{self._first_write_error}",
+                red=True,
+            )
+
+    def _finish_run(self, exitstatus: int) -> None:
+        ended = _now()
+        # The workers' test traces are committed by now (each commits at its session end).
+        tests = self._store.stats(agent_name=TEST_AGENT, run_id=self.run_id)
+        counts = dict(self._counts)
+        fragment = Trace(
+            trace_id=self._run_trace_id,
+            agent_name=RUN_AGENT,
+            run_id=self.run_id,
+            status="succeeded" if exitstatus == 0 else "failed",
+            ended_at=ended,
+            latency_ms=(ended - self._started).total_seconds() * 1000,
+            output=_summary_line(counts, exitstatus),
+            metadata={"counts": counts, "exit_status": exitstatus},
+        )
+        if tests.total_tokens:
+            fragment.token_usage = TokenUsage(
+                prompt_tokens=tests.prompt_tokens,
+                completion_tokens=tests.completion_tokens,
+                total_tokens=tests.total_tokens,
+            )
+        if tests.cost_usd:
+            fragment.cost_usd = tests.cost_usd
+        try:
+            with flightlog.open(self.path, durability="group") as durable:
+                durable.log(fragment)
+        except flightlog.FlightlogError as exc:
+            self._failed(exc)
+
+    # --- each test ----------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        self._start(item)
+        try:
+            return (yield)
+        finally:
+            self._tests.pop(item.nodeid, None)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        test = self._tests.get(item.nodeid)
+        if test is not None and call.excinfo is not None and (report.failed or _xfailed(report)):
+            message = _clip(str(call.excinfo.value), _MAX_MESSAGE)
+            test.errors[call.when] = (call.excinfo.typename, message)
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.reports_run:
+            category = self._category(report)
+            if category:
+                self._counts[category] += 1
+        test = self._tests.get(report.nodeid)
+        if test is None:  # xdist's controller: the worker records the test
+            return
+        test.reports[report.when] = report
+        if report.when == "setup":
+            fragment = Trace(
+                trace_id=test.trace_id,
+                agent_name=TEST_AGENT,
+                spans=[test.root_span, self._phase_span(test, report)],
+            )
+            if test.key is not None:
+                fragment.request_id = test.key
+            self._write(fragment, commit=True)
+        elif report.when == "teardown":
+            self._finish_test(test)
+
+    def _start(self, item: pytest.Item) -> None:
+        started = _now()
+        trace_id = flightlog.new_trace_id()
+        root = Span(
+            span_id=flightlog.new_span_id(),
+            name=item.nodeid[:_MAX_SPAN_NAME],
+            start_time=started,
+        )
+        test = _Test(trace_id=trace_id, root_span=root)
+        self._tests[item.nodeid] = test
+        written = self._write(
+            Trace(
+                trace_id=trace_id,
+                agent_name=TEST_AGENT,
+                framework=FRAMEWORK,
+                run_id=self.run_id,
+                input=item.nodeid,
+                status="running",
+                timestamp=started,
+                metadata=self._test_metadata(item),
+                spans=[root],
+            ),
+            commit=True,
+        )
+        if written:
+            test.key = self._stored_key(trace_id)
+
+    def _stored_key(self, trace_id: str) -> str | None:
+        """The test's ``request_id``: its node id as the store keeps it. A parameter id may
+        hold a secret (``test_call[sk-...]``) and ids are not redacted, but ``input`` is:
+        reading it back (a few µs) keys the test by the redacted node id."""
+        try:
+            stored = self._store.get(trace_id).input
+        except flightlog.FlightlogError as exc:
+            self._failed(exc)
+            return None
+        return nodeid_key(stored) if isinstance(stored, str) else None
+
+    def _test_metadata(self, item: pytest.Item) -> dict[str, Any]:
+        path, line, name = item.location
+        metadata: dict[str, Any] = {
+            "file": path,
+            "function": name,
+            "markers": list(dict.fromkeys(mark.name for mark in item.iter_markers())),
+        }
+        if line is not None:
+            metadata["line"] = line + 1
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            metadata["params"] = {key: _param(value) for key, value in callspec.params.items()}
+            metadata["param_id"] = callspec.id
+        if self._worker is not None:
+            metadata["worker"] = self._worker
+        return metadata
+
+    def _finish_test(self, test: _Test) -> None:
+        reports = test.reports
+        categories = {when: self._category(report) for when, report in reports.items()}
+        outcome = _outcome(categories)
+        later = [when for when in ("call", "teardown") if when in reports]
+        spans = [self._phase_span(test, reports[when]) for when in later]
+        ended = max(
+            (span.end_time for span in spans if isinstance(span.end_time, dt.datetime)),
+            default=_now(),
+        )
+        failing = outcome in FAILING
+        root = Span(
+            span_id=test.root_span.span_id,
+            name=test.root_span.name,
+            start_time=test.root_span.start_time,
+            end_time=ended,
+            status_code="ERROR" if failing else "OK",
+            attributes={"pytest.outcome": outcome},
+        )
+        metadata: dict[str, Any] = {"outcome": outcome}
+        error = _first_error(test, reports)
+        if error is not None:
+            metadata["error"] = error
+        reason = _skip_reason(reports)
+        if reason is not None:
+            metadata["reason"] = reason
+        self._write(
+            Trace(
+                trace_id=test.trace_id,
+                agent_name=TEST_AGENT,
+                status="failed" if failing else "succeeded",
+                ended_at=ended,
+                latency_ms=sum(report.duration for report in reports.values()) * 1000,
+                tags=[outcome],
+                metadata=metadata,
+                spans=[root, *spans],
+            )
+        )
+
+    def _phase_span(self, test: _Test, report: pytest.TestReport) -> Span:
+        start = dt.datetime.fromtimestamp(report.start, dt.timezone.utc)
+        end = start + dt.timedelta(seconds=report.duration)
+        category = self._category(report) or "passed"
+        span = Span(
+            span_id=flightlog.new_span_id(),
+            parent_span_id=test.root_span.span_id,
+            name=report.when,
+            start_time=start,
+            end_time=end,
+            status_code="ERROR" if report.failed else "OK",
+            attributes={"pytest.outcome": category},
+        )
+        error = test.errors.get(report.when)
+        if error is not None:
+            kind, message = error
+            if report.failed:
+                span.status_message = _clip(f"{kind}: {message}", _MAX_MESSAGE)
+            span.events.append(
+                SpanEvent(
+                    name="exception",
+                    timestamp=end,
+                    attributes={
+                        "exception.type": kind,
+                        "exception.message": message,
+                        "exception.stacktrace": _clip(report.longreprtext, _MAX_TRACEBACK),
+                    },
+                )
+            )
+        return span
+
+    def _category(self, report: pytest.TestReport) -> str:
+        """pytest's outcome category of a report (``""`` for a passed setup or teardown),
+        from the hook its terminal summary uses, so plugins like xfail are respected."""
+        status = self._config.hook.pytest_report_teststatus(report=report, config=self._config)
+        category = status[0] if status else ""
+        return category if isinstance(category, str) else ""
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _write(self, trace: Trace, *, commit: bool = False) -> bool:
+        """Logs a fragment; with ``commit``, waits until it is committed (not fsynced), so
+        that it survives this process dying next. Failures are counted and reported at the
+        end of the run, never raised into pytest: recording must not break the test run.
+
+        Returns:
+            Whether it was logged (and committed, with ``commit``).
+        """
+        try:
+            self._store.log(trace)
+            if commit:
+                self._store.flush()
+        except flightlog.FlightlogError as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def _commit(self) -> None:
+        try:
+            self._store.flush()
+        except flightlog.FlightlogError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self._write_errors += 1
+        if self._first_write_error is None:
+            self._first_write_error = f"{type(exc).__name__}: {exc}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _outcome(categories: Mapping[str, str]) -> str:
+    """A test's one outcome from its phases' categories: a setup that did not pass decides;
+    else the call's; a teardown error turns a finished test into an error."""
+    setup = categories.get("setup", "")
+    outcome = setup if setup else categories.get("call", "") or "passed"
+    if categories.get("teardown") == "error" and outcome not in FAILING:
+        outcome = "error"
+    return outcome
+
+
+def _first_error(test: _Test, reports: Mapping[str, pytest.TestReport]) -> dict[str, str] | None:
+    for when in ("setup", "call", "teardown"):
+        report = reports.get(when)
+        if report is None or not report.failed:
+            continue
+        kind, message = test.errors.get(when, ("", ""))
+        if not kind:  # failed without an exception pytest could see (e.g. a strict xpass)
+            kind, message = "Failed", _clip(report.longreprtext, _MAX_MESSAGE)
+        return {"phase": when, "type": kind, "message": message}
+    return None
+
+
+def _skip_reason(reports: Mapping[str, pytest.TestReport]) -> str | None:
+    for report in reports.values():
+        if _xfailed(report):
+            return str(getattr(report, "wasxfail", ""))
+        if report.skipped and isinstance(report.longrepr, tuple):
+            return str(report.longrepr[2])
+    return None
+
+
+def _xfailed(report: pytest.TestReport) -> bool:
+    return hasattr(report, "wasxfail")
+
+
+def _param(value: object) -> object:
+    """A parameter as JSON: strings, numbers, booleans and None as they are, anything else
+    as its (shortened) repr."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return _clip(value, _MAX_PARAM)
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ in test code must not break the run
+        text = f"<{type(value).__name__}>"
+    return _clip(text, _MAX_PARAM)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _summary_line(counts: Mapping[str, int], exitstatus: int) -> str:
+    """Like pytest's last line: ``1 failed, 4 passed, 2 errors (exit status 1)``."""
+    order = [*OUTCOMES, "deselected", "warnings"]
+    names = [name for name in order if counts.get(name)]
+    names += sorted(name for name in counts if name not in order and counts[name])
+    parts = [f"{counts[name]} {_plural(name, counts[name])}" for name in names]
+    return f"{', '.join(parts) or 'no tests ran'} (exit status {exitstatus})"
+
+
+def _plural(category: str, count: int) -> str:
+    """pytest's wording: ``1 error``, ``2 errors``, ``1 warning``; other categories as is."""
+    singular = "warning" if category == "warnings" else category
+    if count == 1:
+        return singular
+    return {"error": "errors", "warning": "warnings"}.get(singular, singular)
+
+
+def _git(rootdir: Path) -> dict[str, str]:
+    """The commit (and branch, unless detached) checked out at ``rootdir``; empty outside a
+    repository or without a ``git`` binary."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
+            cwd=rootdir,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    lines = result.stdout.split()
+    if result.returncode != 0 or len(lines) != 2:
+        return {}
+    commit, branch = lines
+    return {"commit": commit} if branch == "HEAD" else {"commit": commit, "branch": branch}
