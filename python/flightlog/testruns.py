@@ -16,6 +16,7 @@ from typing import Any
 
 from msgspec import Struct
 
+from flightlog.errors import ValidationError
 from flightlog.records import UNSET, Trace, TraceSummary
 from flightlog.store import Store
 
@@ -64,13 +65,15 @@ class RunRecord(Struct, kw_only=True):
     ``status`` is ``running`` until the session finishes (and stays so if it crashed);
     ``exit_status`` is pytest's exit code; ``counts`` maps pytest's outcome categories
     (``passed``, ``failed``, ``error``, ...) to how many reports had them, as pytest's
-    summary line counts them. Tokens and cost sum the run's tests that reported any.
+    summary line counts them, and ``summary`` is that line with the exit status. Tokens and
+    cost sum the run's tests that reported any.
     """
 
     run_id: str
     trace_id: str
     started: dt.datetime
     status: str
+    summary: str | None = None
     exit_status: int | None = None
     duration_ms: float | None = None
     counts: dict[str, int] = {}
@@ -122,9 +125,23 @@ def recent_runs(store: Store, limit: int = 10) -> list[RunRecord]:
 
 
 def find_run(store: Store, run_id: str) -> RunRecord | None:
-    """The run with this ``run_id`` (the newest, if sessions shared it), or ``None``."""
+    """The run with this ``run_id``, or else the one run among the last 1000 whose id starts
+    with it; ``None`` when there is none.
+
+    Raises:
+        ValidationError: The prefix matches several runs.
+    """
     page = store.query(agent_name=RUN_AGENT, run_id=run_id, limit=1)
-    return _run_record(store.get(page.items[0].trace_id)) if page.items else None
+    if page.items:
+        return _run_record(store.get(page.items[0].trace_id))
+    recent = store.query(agent_name=RUN_AGENT, limit=_PAGE)
+    matches = {item.run_id: item for item in recent if str(item.run_id).startswith(run_id)}
+    if len(matches) > 1:
+        raise ValidationError(
+            f"run: {run_id!r} is the start of {len(matches)} run ids; give more of it",
+            [{"path": "run", "message": "matches several runs"}],
+        )
+    return _run_record(store.get(next(iter(matches.values())).trace_id)) if matches else None
 
 
 def slowest_tests(store: Store, run_id: str, limit: int = 10) -> list[TestResult]:
@@ -241,6 +258,7 @@ def _run_record(trace: Trace) -> RunRecord:
         trace_id=trace.trace_id if trace.trace_id is not UNSET else "",
         started=trace.timestamp if trace.timestamp is not UNSET else dt.datetime.min,
         status=trace.status if trace.status is not UNSET else "running",
+        summary=_text(trace.output),
         exit_status=meta.get("exit_status") if isinstance(meta.get("exit_status"), int) else None,
         duration_ms=None if trace.latency_ms is UNSET else trace.latency_ms,
         counts=dict(counts) if isinstance(counts, dict) else {},
