@@ -212,7 +212,7 @@ class Recorder:
         report = yield
         test = self._tests.get(item.nodeid)
         if test is not None and call.excinfo is not None and (report.failed or _xfailed(report)):
-            message = _clip(str(call.excinfo.value), _MAX_MESSAGE)
+            message = _text(str(call.excinfo.value), _MAX_MESSAGE)
             test.errors[call.when] = (call.excinfo.typename, message)
         return report
 
@@ -270,7 +270,7 @@ class Recorder:
         reading it back (a few µs) keys the test by the redacted node id."""
         try:
             stored = self._store.get(trace_id).input
-        except flightlog.FlightlogError as exc:
+        except Exception as exc:  # reported at the end of the run, like write failures
             self._failed(exc)
             return None
         return nodeid_key(stored) if isinstance(stored, str) else None
@@ -348,7 +348,7 @@ class Recorder:
         if error is not None:
             kind, message = error
             if report.failed:
-                span.status_message = _clip(f"{kind}: {message}", _MAX_MESSAGE)
+                span.status_message = _text(f"{kind}: {message}", _MAX_MESSAGE)
             span.events.append(
                 SpanEvent(
                     name="exception",
@@ -356,7 +356,7 @@ class Recorder:
                     attributes={
                         "exception.type": kind,
                         "exception.message": message,
-                        "exception.stacktrace": _clip(report.longreprtext, _MAX_TRACEBACK),
+                        "exception.stacktrace": _text(report.longreprtext, _MAX_TRACEBACK),
                     },
                 )
             )
@@ -383,7 +383,7 @@ class Recorder:
             self._store.log(trace)
             if commit:
                 self._store.flush()
-        except flightlog.FlightlogError as exc:
+        except Exception as exc:  # any failure to record is reported, not raised into pytest
             self._failed(exc)
             return False
         return True
@@ -421,7 +421,7 @@ def _first_error(test: _Test, reports: Mapping[str, pytest.TestReport]) -> dict[
             continue
         kind, message = test.errors.get(when, ("", ""))
         if not kind:  # failed without an exception pytest could see (e.g. a strict xpass)
-            kind, message = "Failed", _clip(report.longreprtext, _MAX_MESSAGE)
+            kind, message = "Failed", _text(report.longreprtext, _MAX_MESSAGE)
         return {"phase": when, "type": kind, "message": message}
     return None
 
@@ -431,7 +431,7 @@ def _skip_reason(reports: Mapping[str, pytest.TestReport]) -> str | None:
         if _xfailed(report):
             return str(getattr(report, "wasxfail", ""))
         if report.skipped and isinstance(report.longrepr, tuple):
-            return str(report.longrepr[2])
+            return str(report.longrepr[2]).removeprefix("Skipped: ")
     return None
 
 
@@ -447,16 +447,20 @@ def _param(value: object) -> object:
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, str):
-        return _clip(value, _MAX_PARAM)
+        return _text(value, _MAX_PARAM)
     try:
         text = repr(value)
     except Exception:  # a broken __repr__ in test code must not break the run
         text = f"<{type(value).__name__}>"
-    return _clip(text, _MAX_PARAM)
+    return _text(text, _MAX_PARAM)
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, lone surrogates (not UTF-8, so refused by the
+    store) written as escapes: test code may raise or parametrize with any string."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _summary_line(counts: Mapping[str, int], exitstatus: int) -> str:
