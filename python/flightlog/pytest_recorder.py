@@ -45,6 +45,7 @@ class _Test:
     root_span: Span
     key: str | None = None  # the request_id, once the first fragment is stored
     reports: dict[str, pytest.TestReport] = field(default_factory=dict)
+    categories: dict[str, str] = field(default_factory=dict)  # when -> pytest's category
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)  # when -> type, message
 
 
@@ -217,14 +218,14 @@ class Recorder:
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.reports_run:
-            category = self._category(report)
-            if category:
-                self._counts[category] += 1
+        category = self._category(report)
+        if self.reports_run and category:
+            self._counts[category] += 1
         test = self._tests.get(report.nodeid)
         if test is None:  # xdist's controller: the worker records the test
             return
         test.reports[report.when] = report
+        test.categories[report.when] = category
         if report.when == "setup":
             fragment = Trace(
                 trace_id=test.trace_id,
@@ -294,8 +295,7 @@ class Recorder:
 
     def _finish_test(self, test: _Test) -> None:
         reports = test.reports
-        categories = {when: self._category(report) for when, report in reports.items()}
-        outcome = _outcome(categories)
+        outcome = _outcome(test.categories)
         later = [when for when in ("call", "teardown") if when in reports]
         spans = [self._phase_span(test, reports[when]) for when in later]
         ended = max(
@@ -334,7 +334,7 @@ class Recorder:
     def _phase_span(self, test: _Test, report: pytest.TestReport) -> Span:
         start = dt.datetime.fromtimestamp(report.start, dt.timezone.utc)
         end = start + dt.timedelta(seconds=report.duration)
-        category = self._category(report) or "passed"
+        category = test.categories.get(report.when) or "passed"
         span = Span(
             span_id=flightlog.new_span_id(),
             parent_span_id=test.root_span.span_id,
