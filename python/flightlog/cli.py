@@ -379,7 +379,7 @@ def _span_label(span: Span) -> Text:
     from rich.text import Text
 
     label = Text()
-    label.append(f"{span.kind if span.kind is not UNSET else 'SPAN':<9}", style="dim")
+    label.append(f"{span.kind if span.kind is not UNSET else 'SPAN':<7} ", style="dim")
     label.append(span.name, style="bold")
     if span.duration_ms is not UNSET:
         label.append(f"  {span.duration_ms:,.0f} ms")
