@@ -29,7 +29,7 @@ def encode(record: object, root: str = "") -> bytes:
         TypeError,
         OverflowError,
         RecursionError,
-        UnicodeEncodeError,  # a str with a lone surrogate is not valid UTF-8
+        UnicodeEncodeError,
         msgspec.EncodeError,
     ) as exc:
         path, problem = _find_unencodable(record)
