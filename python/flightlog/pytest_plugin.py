@@ -10,15 +10,17 @@ module imports only pytest and the standard library, and it loads the store
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
+    from flightlog.instrument import ActiveTrace
     from flightlog.pytest_recorder import Recorder
 
-__all__ = ["RECORDER_NAME"]
+__all__ = ["RECORDER_NAME", "flightlog_trace", "recorder"]
 
 RECORDER_NAME = "flightlog-recorder"
 """The name the enabled :class:`~flightlog.pytest_recorder.Recorder` is registered under."""
@@ -71,6 +73,30 @@ def pytest_configure(config: pytest.Config) -> None:
 
     recorder = Recorder(config, path, run_id, worker)
     config.pluginmanager.register(recorder, RECORDER_NAME)
+
+
+@pytest.fixture
+def flightlog_trace(request: pytest.FixtureRequest) -> Iterator[ActiveTrace]:
+    """The running test's trace, as an :class:`flightlog.ActiveTrace`: spans, tool calls and
+    usage that the test or the agent code it calls adds (``flightlog_trace.span(...)``, or
+    ``flightlog.current_trace()`` inside that code) are recorded in the test's trace.
+
+    Its spans sit beside the test's ``setup`` / ``call`` / ``teardown`` spans, and its
+    tokens and cost count towards the test's (with those of traces logged through the
+    default store during the test).
+
+    Raises:
+        pytest.fail: Recording is off (``--flightlog`` or ``flightlog = true`` turns it on).
+    """
+    found = recorder(request.config)
+    if found is None:
+        pytest.fail(
+            "flightlog_trace records into the test's trace: turn recording on with "
+            "--flightlog or the ini option flightlog = true",
+            pytrace=False,
+        )
+    with found.test_trace(request.node) as trace:
+        yield trace
 
 
 def recorder(config: pytest.Config) -> Recorder | None:

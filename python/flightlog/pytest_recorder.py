@@ -7,12 +7,18 @@ done, and its outcome after teardown. The first two are committed before the tes
 so a process that dies inside a test leaves that test ``running`` with the phases it
 finished. The process that reports (the only one, or xdist's controller) writes the run
 trace and counts outcomes the way pytest's summary line does. docs/pytest.md has the shapes.
+
+Agent code under test is tied to its test with the instrumentation's :class:`Capture` hook:
+each phase of a test runs inside a Capture of the default store (the plugin's own store,
+unless the user set one), so the traces that code logs carry the run's ``run_id``, and the
+test's final fragment sums their tokens and cost.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import platform
 import shlex
 import subprocess
@@ -25,7 +31,9 @@ from typing import Any
 import pytest
 
 import flightlog
+from flightlog.instrument import ActiveTrace, Capture, default_store, set_default_store
 from flightlog.records import Span, SpanEvent, TokenUsage, Trace
+from flightlog.store import Store
 from flightlog.testruns import FAILING, FRAMEWORK, OUTCOMES, RUN_AGENT, TEST_AGENT, nodeid_key
 
 __all__ = ["Recorder"]
@@ -35,6 +43,7 @@ _MAX_TRACEBACK = 32_000  # characters of pytest's failure report kept in a span 
 _MAX_PARAM = 200  # characters of a parameter's repr
 _MAX_SPAN_NAME = 1024  # the store's limit on span names
 _GIT_TIMEOUT_S = 5
+_MAX_AGENT_TRACES = 100  # ids of the traces a test logged, kept in its metadata
 
 
 @dataclass
@@ -44,6 +53,8 @@ class _Test:
     trace_id: str
     root_span: Span
     key: str | None = None  # the request_id, once the first fragment is stored
+    captures: list[Capture] = field(default_factory=list)  # one per phase
+    uses_fixture: bool = False  # flightlog_trace logs into this trace
     reports: dict[str, pytest.TestReport] = field(default_factory=dict)
     categories: dict[str, str] = field(default_factory=dict)  # when -> pytest's category
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)  # when -> type, message
@@ -83,6 +94,7 @@ class Recorder:
         self._started = _now()
         self._write_errors = 0
         self._first_write_error: str | None = None
+        self._owns_default_store = self._adopt_default_store()
 
     @property
     def reports_run(self) -> bool:
@@ -152,6 +164,8 @@ class Recorder:
             self._commit()
 
     def pytest_unconfigure(self) -> None:
+        if self._owns_default_store:
+            set_default_store(None)
         self._store.close()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -238,6 +252,67 @@ class Recorder:
         elif report.when == "teardown":
             self._finish_test(test)
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+        return (yield from self._captured(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        return (yield from self._captured(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, None, None]:
+        return (yield from self._captured(item))
+
+    def test_trace(self, item: pytest.Item) -> ActiveTrace:
+        """An :class:`ActiveTrace` on the running test's trace, for ``flightlog_trace``:
+        spans, tool calls and usage added to it land in the test's trace.
+
+        Raises:
+            RuntimeError: ``item`` is not running.
+        """
+        test = self._tests.get(item.nodeid)
+        if test is None:
+            raise RuntimeError(f"flightlog: {item.nodeid} is not running")
+        test.uses_fixture = True
+        return self._store.trace(TEST_AGENT, trace_id=test.trace_id)
+
+    def _captured(self, item: pytest.Item) -> Generator[None, None, None]:
+        """Runs one phase of a test inside a Capture of the default store in effect when the
+        phase starts (a fixture may set another one)."""
+        test = self._tests.get(item.nodeid)
+        capture = self._capture() if test is not None else None
+        if test is None or capture is None:
+            return (yield)
+        test.captures.append(capture)
+        with capture:
+            return (yield)
+
+    def _capture(self) -> Capture | None:
+        try:
+            return Capture(default_store(), run_id=self.run_id)
+        except flightlog.FlightlogError:  # none set, or $FLIGHTLOG_PATH cannot be opened
+            return None
+
+    def _adopt_default_store(self) -> bool:
+        """Makes the plugin's store the default store when the user configured none (neither
+        ``set_default_store`` nor ``$FLIGHTLOG_PATH``), so that agent code under test that
+        logs through the default store works and lands beside the tests.
+
+        Returns:
+            Whether it did (the default is unset again at the end of the session).
+        """
+        if os.environ.get("FLIGHTLOG_PATH"):
+            return False
+        try:
+            default_store()
+        except flightlog.NoDefaultStore:
+            set_default_store(self._store)
+            return True
+        return False
+
     def _start(self, item: pytest.Item) -> None:
         started = _now()
         trace_id = flightlog.new_trace_id()
@@ -318,18 +393,56 @@ class Recorder:
         reason = _skip_reason(reports)
         if reason is not None:
             metadata["reason"] = reason
-        self._write(
-            Trace(
-                trace_id=test.trace_id,
-                agent_name=TEST_AGENT,
-                status="failed" if failing else "succeeded",
-                ended_at=ended,
-                latency_ms=sum(report.duration for report in reports.values()) * 1000,
-                tags=[outcome],
-                metadata=metadata,
-                spans=[root, *spans],
-            )
+        fragment = Trace(
+            trace_id=test.trace_id,
+            agent_name=TEST_AGENT,
+            status="failed" if failing else "succeeded",
+            ended_at=ended,
+            latency_ms=sum(report.duration for report in reports.values()) * 1000,
+            tags=[outcome],
+            metadata=metadata,
+            spans=[root, *spans],
         )
+        self._add_usage(test, fragment)
+        self._write(fragment)
+
+    def _add_usage(self, test: _Test, fragment: Trace) -> None:
+        """Sets the fragment's tokens and cost to the sums over the traces the test's code
+        logged through the default store, and over what ``flightlog_trace`` recorded into
+        the test's own trace; lists the former in ``metadata["agent_traces"]``."""
+        by_store: dict[int, tuple[Store, dict[str, None]]] = {}
+        for capture in test.captures:
+            _, ids = by_store.setdefault(id(capture.store), (capture.store, {}))
+            ids.update(dict.fromkeys(capture.trace_ids))
+        if test.uses_fixture:
+            by_store.setdefault(id(self._store), (self._store, {}))[1][test.trace_id] = None
+        prompt = completion = total = 0
+        cost = 0.0
+        logged: list[str] = []
+        try:
+            for store, ids in by_store.values():
+                if not ids:
+                    continue
+                summing = Capture(store, run_id=self.run_id)
+                for trace_id in ids:
+                    summing.collect(trace_id)
+                usage = summing.usage()
+                prompt += usage.prompt_tokens
+                completion += usage.completion_tokens
+                total += usage.total_tokens
+                cost += usage.cost_usd
+                logged += [trace_id for trace_id in ids if trace_id != test.trace_id]
+        except Exception as exc:  # reported at the end of the run, like write failures
+            self._failed(exc)
+            return
+        if total:
+            fragment.token_usage = TokenUsage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
+            )
+        if cost:
+            fragment.cost_usd = cost
+        if logged:
+            fragment.metadata["agent_traces"] = logged[:_MAX_AGENT_TRACES]
 
     def _phase_span(self, test: _Test, report: pytest.TestReport) -> Span:
         start = dt.datetime.fromtimestamp(report.start, dt.timezone.utc)
