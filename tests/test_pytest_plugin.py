@@ -474,6 +474,153 @@ def test_without_a_git_binary_the_commit_is_left_out(
     assert "git" not in recorded.run.metadata and recorded.run.status == "succeeded"
 
 
+# --- agent code under test: flightlog_trace and the default store ------------------------------
+
+AGENT = """
+import flightlog
+
+def answer(question, prompt, completion, cost):
+    with flightlog.trace(agent_name="support-bot", input=question) as t:
+        with t.span("chat", kind="LLM"):
+            pass
+        t.usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)
+        t.output = "ok"
+    return t.trace_id
+"""
+
+
+@pytest.fixture
+def no_default_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No default store configured, as in a fresh test process."""
+    monkeypatch.delenv("FLIGHTLOG_PATH", raising=False)
+    flightlog.set_default_store(None)
+
+
+def agent_traces(store: Path) -> dict[str, Trace]:
+    """The non-pytest traces of a store, by trace id."""
+    with flightlog.open(store, readonly=True) as opened:
+        items = opened.query(agent_name="support-bot", limit=1000).items
+        return {item.trace_id: opened.get(item.trace_id) for item in items}
+
+
+@pytest.mark.usefixtures("no_default_store")
+def test_traces_logged_during_a_test_carry_its_run_and_add_up_on_its_trace(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        agent=AGENT,
+        test_agent="""
+        from agent import answer
+
+        def test_asks_twice():
+            answer("a", 100, 20, 0.002)
+            answer("b", 50, 10, 0.001)
+
+        def test_asks_nothing():
+            pass
+        """,
+    )
+    result, recorded = record(pytester)
+
+    result.assert_outcomes(passed=2)
+    logged = agent_traces(pytester.path / "store")
+    assert len(logged) == 2
+    assert {t.run_id for t in logged.values()} == {recorded.run.run_id}
+    asks = recorded.test("test_asks_twice")
+    assert asks.token_usage == flightlog.TokenUsage(
+        prompt_tokens=150, completion_tokens=30, total_tokens=180
+    )
+    assert asks.cost_usd == pytest.approx(0.003)
+    assert sorted(asks.metadata["agent_traces"]) == sorted(logged)
+    nothing = recorded.test("test_asks_nothing")
+    assert nothing.token_usage is flightlog.UNSET and "agent_traces" not in nothing.metadata
+    assert recorded.run.token_usage == asks.token_usage
+    with pytest.raises(flightlog.NoDefaultStore):
+        flightlog.default_store()  # the plugin's store was the default for the session only
+
+
+@pytest.mark.usefixtures("no_default_store")
+def test_a_default_store_the_test_suite_sets_is_followed(pytester: pytest.Pytester) -> None:
+    own = pytester.path / "own"
+    pytester.makepyfile(agent=AGENT)
+    pytester.makeconftest(
+        f"""
+        import flightlog
+        import pytest
+
+        @pytest.fixture(autouse=True)
+        def own_store():
+            with flightlog.open({str(own)!r}) as store:
+                flightlog.set_default_store(store)
+                yield
+                flightlog.set_default_store(None)
+        """
+    )
+    pytester.makepyfile(
+        test_agent="""
+        from agent import answer
+
+        def test_asks():
+            answer("a", 7, 3, 0.25)
+        """
+    )
+    _, recorded = record(pytester)
+
+    (logged,) = agent_traces(own).values()
+    assert logged.run_id == recorded.run.run_id
+    asks = recorded.test("test_asks")
+    assert asks.token_usage == flightlog.TokenUsage(
+        prompt_tokens=7, completion_tokens=3, total_tokens=10
+    )
+    assert asks.metadata["agent_traces"] == [logged.trace_id]
+    assert agent_traces(pytester.path / "store") == {}
+
+
+@pytest.mark.usefixtures("no_default_store")
+def test_flightlog_trace_records_into_the_tests_own_trace(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        agent=AGENT,
+        test_fixture="""
+        import flightlog
+        from agent import answer
+
+        def test_uses_it(flightlog_trace):
+            assert flightlog.current_trace() is flightlog_trace
+            with flightlog_trace.span("retrieve", kind="RETRIEVER") as span:
+                span.set(hits=3)
+            flightlog_trace.tool_call("search", input={"q": "x"}, output=["a"])
+            flightlog_trace.usage(prompt_tokens=5, completion_tokens=1, cost_usd=0.5)
+            answer("a", 10, 2, 0.25)
+            assert False, "fails after all"
+        """,
+    )
+    result, recorded = record(pytester)
+
+    result.assert_outcomes(failed=1)
+    trace = recorded.test("test_uses_it")
+    assert trace.status == "failed" and trace.tags == ["failed"]
+    spans = {s.name: s for s in trace.spans}
+    assert set(spans) == {"test_fixture.py::test_uses_it", "setup", "call", "teardown", "retrieve"}
+    assert spans["retrieve"].kind == "RETRIEVER" and spans["retrieve"].attributes == {"hits": 3}
+    assert [c.tool_name for c in trace.tool_calls] == ["search"]
+    assert trace.token_usage == flightlog.TokenUsage(
+        prompt_tokens=15, completion_tokens=3, total_tokens=18
+    )
+    assert trace.cost_usd == pytest.approx(0.75)
+    assert trace.metadata["error"]["message"].startswith("fails after all")
+
+
+def test_flightlog_trace_without_recording_says_how_to_turn_it_on(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_off="def test_off(flightlog_trace):\n    pass\n")
+
+    result = pytester.runpytest("-p", "no:cacheprovider")
+
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*turn recording on with --flightlog*"])
+
+
 @given(st.text(min_size=1, max_size=600))
 def test_node_id_keys_fit_the_store_and_keep_ids_apart(nodeid: str) -> None:
     key = nodeid_key(nodeid)
@@ -582,6 +729,38 @@ def test_tests_with_an_unknown_run_exits_1(
 
     assert main(["tests", "--path", str(tmp_path / "store"), "--run", "nope", "--json"]) == 1
     assert "no pytest run nope" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_default_store")
+def test_tests_shows_tokens_and_cost_per_test(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytester.makepyfile(
+        agent=AGENT,
+        test_costs="""
+        from agent import answer
+
+        def test_cheap():
+            answer("a", 10, 1, 0.01)
+
+        def test_dear():
+            answer("b", 1000, 100, 1.5)
+
+        def test_free():
+            pass
+        """,
+    )
+    record(pytester)
+    capsys.readouterr()  # the session's own output
+
+    report = cli_report(capsys, pytester.path / "store")
+
+    assert [(t["nodeid"], t["total_tokens"], t["cost_usd"]) for t in report["costliest"]] == [
+        ("test_costs.py::test_dear", 1100, 1.5),
+        ("test_costs.py::test_cheap", 11, 0.01),
+    ]
+    assert report["run"]["total_tokens"] == 1111
+    assert report["run"]["cost_usd"] == pytest.approx(1.51)
 
 
 def test_tests_lists_tests_whose_process_died(

@@ -23,7 +23,7 @@ import platform
 import shlex
 import subprocess
 from collections import Counter
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,13 @@ from typing import Any
 import pytest
 
 import flightlog
-from flightlog.instrument import ActiveTrace, Capture, default_store, set_default_store
+from flightlog.instrument import (
+    ActiveTrace,
+    Capture,
+    CapturedUsage,
+    default_store,
+    set_default_store,
+)
 from flightlog.records import Span, SpanEvent, TokenUsage, Trace
 from flightlog.store import Store
 from flightlog.testruns import FAILING, FRAMEWORK, OUTCOMES, RUN_AGENT, TEST_AGENT, nodeid_key
@@ -423,10 +429,7 @@ class Recorder:
             for store, ids in by_store.values():
                 if not ids:
                     continue
-                summing = Capture(store, run_id=self.run_id)
-                for trace_id in ids:
-                    summing.collect(trace_id)
-                usage = summing.usage()
+                usage = self._usage(store, ids)
                 prompt += usage.prompt_tokens
                 completion += usage.completion_tokens
                 total += usage.total_tokens
@@ -443,6 +446,20 @@ class Recorder:
             fragment.cost_usd = cost
         if logged:
             fragment.metadata["agent_traces"] = logged[:_MAX_AGENT_TRACES]
+
+    def _usage(self, store: Store, trace_ids: Iterable[str]) -> CapturedUsage:
+        """The summed usage of these traces of ``store``. A test suite often closes its own
+        store in a fixture's teardown, before the test's usage is summed: its traces are
+        then read through a read-only handle (closing flushed them)."""
+        reader = flightlog.open(store.path, readonly=True) if store.closed else store
+        try:
+            summing = Capture(reader, run_id=self.run_id)
+            for trace_id in trace_ids:
+                summing.collect(trace_id)
+            return summing.usage()
+        finally:
+            if reader is not store:
+                reader.close()
 
     def _phase_span(self, test: _Test, report: pytest.TestReport) -> Span:
         start = dt.datetime.fromtimestamp(report.start, dt.timezone.utc)
