@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -490,10 +491,17 @@ def answer(question, prompt, completion, cost):
 
 
 @pytest.fixture
-def no_default_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No default store configured, as in a fresh test process."""
+def no_default_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No default store configured, as in a fresh test process (the one this session may
+    have is restored afterwards)."""
     monkeypatch.delenv("FLIGHTLOG_PATH", raising=False)
+    try:
+        previous: flightlog.Store | None = flightlog.default_store()
+    except flightlog.NoDefaultStore:
+        previous = None
     flightlog.set_default_store(None)
+    yield
+    flightlog.set_default_store(previous)
 
 
 def agent_traces(store: Path) -> dict[str, Trace]:

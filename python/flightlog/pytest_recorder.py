@@ -186,6 +186,12 @@ class Recorder:
             )
 
     def _finish_run(self, exitstatus: int) -> None:
+        try:
+            self._write_run_end(exitstatus)
+        except Exception as exc:  # reported in the terminal summary, never raised into pytest
+            self._failed(exc)
+
+    def _write_run_end(self, exitstatus: int) -> None:
         ended = _now()
         # The workers' test traces are committed by now (each commits at its session end).
         tests = self._store.stats(agent_name=TEST_AGENT, run_id=self.run_id)
@@ -208,11 +214,8 @@ class Recorder:
             )
         if tests.cost_usd:
             fragment.cost_usd = tests.cost_usd
-        try:
-            with flightlog.open(self.path, durability="group") as durable:
-                durable.log(fragment)
-        except flightlog.FlightlogError as exc:
-            self._failed(exc)
+        with flightlog.open(self.path, durability="group") as durable:
+            durable.log(fragment)
 
     # --- each test ----------------------------------------------------------------------
 
