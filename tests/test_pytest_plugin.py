@@ -448,6 +448,30 @@ def test_a_store_that_cannot_be_opened_is_a_usage_error(pytester: pytest.Pyteste
     result.stderr.fnmatch_lines(["*flightlog: cannot open the store at *file/store*"])
 
 
+@pytest.mark.usefixtures("no_default_store")
+def test_a_failure_to_record_is_reported_and_does_not_change_the_outcome(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_closes="""
+        import flightlog
+
+        def test_closes_the_default_store():
+            flightlog.default_store().close()  # the plugin's own store, as none was set
+
+        def test_after():
+            pass
+        """
+    )
+    result = pytester.runpytest("--flightlog=store", "-p", "no:cacheprovider")
+
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["flightlog: * records could not be written; the first: StoreClosed: *"]
+    )
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs a git binary")
 def test_the_run_records_the_git_commit(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_one="def test_one(): pass")
@@ -728,6 +752,24 @@ def test_tests_prints_tables(three_runs: Path, capsys: pytest.CaptureFixture[str
     assert "pytest runs, newest first" in out
     assert "2 passed, 1 failed" in out and "slowest tests" in out
     assert "flaky tests" in out and "test_recorded.py::test_flaky" in out
+
+
+def test_tests_on_a_store_without_runs_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flightlog.open(tmp_path / "store").close()
+
+    assert cli_report(capsys, tmp_path / "store") == {
+        "runs": [],
+        "run": None,
+        "failures": [],
+        "unfinished": [],
+        "slowest": [],
+        "costliest": [],
+        "flaky": [],
+    }
+    assert main(["tests", "--path", str(tmp_path / "store")]) == 0
+    assert "no pytest runs recorded: run pytest with --flightlog" in capsys.readouterr().out
 
 
 def test_tests_with_an_unknown_run_exits_1(
