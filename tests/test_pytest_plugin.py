@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import flightlog
+import msgspec
 import pytest
 from flightlog import Trace
 from flightlog.cli import main
-from flightlog.testruns import nodeid_key
-from hypothesis import given
+from flightlog.testruns import find_run, nodeid_key
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest_plugins = ["pytester"]
@@ -661,6 +662,53 @@ def test_node_id_keys_fit_the_store_and_keep_ids_apart(nodeid: str) -> None:
     assert (key == nodeid) is (len(nodeid) <= 256)
     if len(nodeid) > 256:
         assert nodeid_key(nodeid + "x") != key
+
+
+# JSON values the store accepts (it refuses non-finite floats).
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+RUN_METADATA = st.dictionaries(
+    st.sampled_from(["args", "counts", "exit_status", "git", "python", "platform"]) | st.text(),
+    JSON,
+    max_size=6,
+)
+
+
+@pytest.fixture(scope="module")
+def hand_written_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[flightlog.Store]:
+    with flightlog.open(tmp_path_factory.mktemp("runs") / "store", durability="none") as store:
+        yield store
+
+
+@settings(max_examples=40, deadline=None)
+@given(metadata=RUN_METADATA, output=st.none() | st.text(max_size=30))
+def test_run_traces_of_any_shape_are_read_without_error(
+    hand_written_runs: flightlog.Store, metadata: dict[str, Any], output: str | None
+) -> None:
+    """A store may hold ``pytest-run`` traces written by something else: what does not have
+    the plugin's shape is left out, never an error."""
+    run_id = flightlog.new_trace_id()
+    fields: dict[str, Any] = {"metadata": metadata}
+    if output is not None:
+        fields["output"] = output
+    hand_written_runs.log(agent_name="pytest-run", run_id=run_id, **fields)
+    hand_written_runs.flush()
+
+    found = find_run(hand_written_runs, run_id)
+
+    assert found is not None and found.run_id == run_id and found.summary == output
+    assert all(isinstance(n, int) for n in found.counts.values())
+    assert all(isinstance(a, str) for a in found.args)
+    msgspec.json.encode(found)  # what --json prints
 
 
 # --- flightlog tests ------------------------------------------------------------------------

@@ -248,21 +248,29 @@ def _with_error(result: TestResult, trace: Trace) -> TestResult:
 
 
 def _run_record(trace: Trace) -> RunRecord:
+    """A run trace as a :class:`RunRecord`; metadata of unexpected shapes (a trace logged
+    under ``pytest-run`` by something else) is left out rather than trusted."""
     meta = trace.metadata
     found = meta.get("git")
     git: dict[str, Any] = found if isinstance(found, dict) else {}
     usage = trace.token_usage
     counts = meta.get("counts")
+    args = meta.get("args")
+    exit_status = meta.get("exit_status")
     return RunRecord(
         run_id=trace.run_id if trace.run_id is not UNSET else "",
         trace_id=trace.trace_id if trace.trace_id is not UNSET else "",
         started=trace.timestamp if trace.timestamp is not UNSET else dt.datetime.min,
         status=trace.status if trace.status is not UNSET else "running",
         summary=_text(trace.output),
-        exit_status=meta.get("exit_status") if isinstance(meta.get("exit_status"), int) else None,
+        exit_status=exit_status if type(exit_status) is int else None,
         duration_ms=None if trace.latency_ms is UNSET else trace.latency_ms,
-        counts=dict(counts) if isinstance(counts, dict) else {},
-        args=list(meta.get("args") or []),
+        counts={
+            name: count
+            for name, count in (counts.items() if isinstance(counts, dict) else [])
+            if type(count) is int
+        },
+        args=[arg for arg in args if isinstance(arg, str)] if isinstance(args, list) else [],
         git_commit=_text(git.get("commit")),
         git_branch=_text(git.get("branch")),
         python=_text(meta.get("python")),
