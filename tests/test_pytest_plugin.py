@@ -286,6 +286,13 @@ def test_parameters_of_any_type_are_recorded_without_breaking_the_run(
             def __repr__(self):
                 raise RuntimeError("no repr")
 
+        class BrokenStr(Exception):
+            def __str__(self):
+                raise RuntimeError("no str")
+
+        def test_raises_what_cannot_be_shown():
+            raise BrokenStr()
+
         @pytest.mark.parametrize(
             "value",
             [math.nan, math.inf, b"\\x00\\xff", BrokenRepr(), "x" * 10_000, {"a": [1]}, "\\ud800"],
@@ -296,8 +303,14 @@ def test_parameters_of_any_type_are_recorded_without_breaking_the_run(
     )
     result, recorded = record(pytester)
 
-    result.assert_outcomes(passed=7)
-    params = [t.metadata["params"]["value"] for t in recorded.tests.values()]
+    result.assert_outcomes(passed=7, failed=1)
+    failed = recorded.test("test_raises_what_cannot_be_shown")
+    assert failed.metadata["error"] == {
+        "phase": "call",
+        "type": "BrokenStr",
+        "message": "<BrokenStr>",
+    }
+    params = [t.metadata["params"]["value"] for t in recorded.tests.values() if t is not failed]
     assert sorted(map(str, params)) == sorted(
         [
             "nan",
@@ -309,7 +322,7 @@ def test_parameters_of_any_type_are_recorded_without_breaking_the_run(
             "\\ud800",  # a lone surrogate is not UTF-8: kept as its escape
         ]
     )
-    assert recorded.run.metadata["counts"] == {"passed": 7}
+    assert recorded.run.metadata["counts"] == {"passed": 7, "failed": 1}
 
 
 def test_a_test_is_stored_as_running_while_it_runs(pytester: pytest.Pytester) -> None:

@@ -95,7 +95,7 @@ def flightlog_trace(request: pytest.FixtureRequest) -> Iterator[ActiveTrace]:
             "--flightlog or the ini option flightlog = true",
             pytrace=False,
         )
-    with found.test_trace(request.node) as trace:
+    with found.running_test_trace(request.node) as trace:
         yield trace
 
 

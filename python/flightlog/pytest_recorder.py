@@ -23,7 +23,7 @@ import platform
 import shlex
 import subprocess
 from collections import Counter
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,7 +236,7 @@ class Recorder:
         report = yield
         test = self._tests.get(item.nodeid)
         if test is not None and call.excinfo is not None and (report.failed or _xfailed(report)):
-            message = _text(str(call.excinfo.value), _MAX_MESSAGE)
+            message = _text(_shown(call.excinfo.value, str), _MAX_MESSAGE)
             test.errors[call.when] = (call.excinfo.typename, message)
         return report
 
@@ -275,7 +275,7 @@ class Recorder:
     ) -> Generator[None, None, None]:
         return (yield from self._captured(item))
 
-    def test_trace(self, item: pytest.Item) -> ActiveTrace:
+    def running_test_trace(self, item: pytest.Item) -> ActiveTrace:
         """An :class:`ActiveTrace` on the running test's trace, for ``flightlog_trace``:
         spans, tool calls and usage added to it land in the test's trace.
 
@@ -581,11 +581,16 @@ def _param(value: object) -> object:
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, str):
         return _text(value, _MAX_PARAM)
+    return _text(_shown(value, repr), _MAX_PARAM)
+
+
+def _shown(value: object, show: Callable[[object], str]) -> str:
+    """``show(value)``, or the type's name in brackets when that raises: a broken
+    ``__repr__`` or ``__str__`` in test code must not break the run."""
     try:
-        text = repr(value)
-    except Exception:  # a broken __repr__ in test code must not break the run
-        text = f"<{type(value).__name__}>"
-    return _text(text, _MAX_PARAM)
+        return show(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def _text(text: str, limit: int) -> str:
