@@ -77,6 +77,8 @@ _MAX_NAME: Final = 1024
 _MAX_VALUE_DEPTH: Final = 48  # under the core's default max_depth of 64 with room for the path
 
 _NEW, _ACTIVE, _ENDED = 0, 1, 2
+_perf_counter = time.perf_counter
+_new_span_id = _core.new_span_id
 
 
 # --- the current trace and span ----------------------------------------------------------------
@@ -162,6 +164,7 @@ class ActiveTrace:
 
     __slots__ = (
         "_agent_name",
+        "_clock_offset",
         "_completion_tokens",
         "_cost_usd",
         "_fields",
@@ -202,6 +205,7 @@ class ActiveTrace:
         self._state = _NEW
         self._wall0 = 0.0
         self._perf0 = 0.0
+        self._clock_offset = 0.0
         self._previous: tuple[ActiveTrace | None, ActiveSpan | None] = (None, None)
 
     @property
@@ -251,7 +255,8 @@ class ActiveTrace:
             ValidationError: A bad name, kind or attribute; nothing was recorded.
             TraceNotActive: The trace is not running.
         """
-        self._check_active("add a span to")
+        if self._state != _ACTIVE:
+            self._check_active("add a span to")
         return ActiveSpan(self, name, kind, attributes)
 
     def tool_call(
@@ -328,6 +333,9 @@ class ActiveTrace:
             raise TraceNotActive(f"trace {self._trace_id} was already entered: start a new one")
         self._wall0 = time.time()
         self._perf0 = time.perf_counter()
+        # Span times are the monotonic clock shifted to wall-clock epoch seconds: one
+        # addition per reading, and durations never go negative when the wall clock moves.
+        self._clock_offset = self._wall0 - self._perf0
         record = {
             **self._fields,
             "trace_id": self._trace_id,
@@ -398,9 +406,9 @@ class ActiveTrace:
         return tokens
 
     def _now(self) -> float:
-        """Wall-clock epoch seconds, advancing with the monotonic clock from the trace's start
-        (so durations never go negative when the wall clock is adjusted)."""
-        return self._wall0 + (time.perf_counter() - self._perf0)
+        """Wall-clock epoch seconds, advancing with the monotonic clock from the trace's
+        start."""
+        return _perf_counter() + self._clock_offset
 
     def _check_active(self, doing: str) -> None:
         if self._state != _ACTIVE:
@@ -461,10 +469,11 @@ class ActiveSpan:
     def __init__(
         self, trace: ActiveTrace, name: str, kind: str, attributes: Mapping[str, Any]
     ) -> None:
-        record: dict[str, Any] = {
-            "span_id": _core.new_span_id(),
-            "name": _checked_name("name", name, _MAX_NAME),
-        }
+        # The usual name (a short ASCII string) and kind cost a few comparisons here; anything
+        # else takes the full checks.
+        if type(name) is not str or not 0 < len(name) <= _MAX_NAME or not name.isascii():
+            _checked_name("name", name, _MAX_NAME)
+        record: dict[str, Any] = {"span_id": _new_span_id(), "name": name}
         if kind != "INTERNAL":
             if kind not in _SPAN_KINDS:
                 raise _invalid(
@@ -472,7 +481,7 @@ class ActiveSpan:
                 )
             record["kind"] = kind
         if attributes:
-            record["attributes"] = _attributes("attributes", attributes)
+            record["attributes"] = _checked_in_place("attributes", attributes)
         self._trace = trace
         self._record = record
         self._parent: ActiveSpan | None = None
@@ -512,19 +521,18 @@ class ActiveSpan:
                 ``attributes.<name>``. Nothing was set.
             TraceNotActive: The span has ended.
         """
-        self._check_open("set attributes on")
-        checked: dict[str, Any] = {}
+        if self._state == _ENDED or self._trace._state != _ACTIVE:
+            self._check_open("set attributes on")
         if attributes is not None:
-            if not isinstance(attributes, Mapping):
+            if type(attributes) is not dict and not isinstance(attributes, Mapping):
                 raise _invalid("attributes", f"expected a dict, got {type(attributes).__name__}")
-            checked.update(_attributes("attributes", attributes))
-        if more:
-            checked.update(_attributes("attributes", more))
+            more = {**attributes, **more}
+        _checked_in_place("attributes", more)  # ``more`` is ours: **kwargs or the copy
         existing = self._record.get("attributes")
         if existing is None:
-            self._record["attributes"] = checked
+            self._record["attributes"] = more
         else:
-            existing.update(checked)
+            existing.update(more)
 
     def add_event(self, name: str, /, **attributes: Any) -> None:
         """Adds a timestamped event (e.g. ``"retry"``) with JSON-compatible attributes.
@@ -541,7 +549,7 @@ class ActiveSpan:
             "timestamp": self._trace._now(),
         }
         if attributes:
-            event["attributes"] = _attributes("attributes", attributes)
+            event["attributes"] = _checked_in_place("attributes", attributes)
         self._record.setdefault("events", []).append(event)
 
     def set_status(self, code: SpanStatusCode, message: str | None = None) -> None:
@@ -564,16 +572,18 @@ class ActiveSpan:
         trace = self._trace
         if self._state != _NEW:
             raise TraceNotActive(f"span {self.name!r} was already entered: open a new one")
-        trace._check_active("add a span to")
+        if trace._state != _ACTIVE:
+            trace._check_active("add a span to")
         current = _current_span.get()
         self._previous = current
+        record = self._record
         if current is not None and current._trace is trace:
             self._parent = current
-            self._record["parent_span_id"] = current._record["span_id"]
-        self._record["start_time"] = trace._now()
+            record["parent_span_id"] = current._record["span_id"]
         self._state = _ACTIVE
-        trace._spans.append(self._record)
+        trace._spans.append(record)
         _current_span.set(self)
+        record["start_time"] = _perf_counter() + trace._clock_offset
         return self
 
     def __exit__(
@@ -586,7 +596,7 @@ class ActiveSpan:
             raise TraceNotActive(f"span {self.name!r} is not running: it cannot end")
         trace = self._trace
         record = self._record
-        end = trace._now()
+        end = _perf_counter() + trace._clock_offset
         if exc is not None:
             record["status_code"] = "ERROR"
             record["status_message"] = f"{type(exc).__name__}: {exc}"
@@ -1073,25 +1083,29 @@ def _check_text(path: str, text: str) -> None:
             raise _invalid(path, "must be valid UTF-8 (it holds a lone surrogate)") from None
 
 
-def _attributes(path: str, attributes: Mapping[Any, Any]) -> dict[str, Any]:
-    """A copy of ``attributes`` holding only what the core accepts, or a ValidationError
-    naming the first bad entry. Plain scalars take the fast path."""
-    checked: dict[str, Any] = {}
+def _checked_in_place(path: str, attributes: dict[Any, Any]) -> dict[str, Any]:
+    """``attributes`` (a dict the caller owns, e.g. ``**kwargs``) after checking each value,
+    with values msgspec knows in another form (tuples, UUIDs, ...) replaced by their JSON
+    form. Plain scalars, the usual case, cost one type comparison or two."""
     for key, value in attributes.items():
-        if type(key) is not str:
-            raise _invalid(path, f"map keys must be strings, got {type(key).__name__}")
         kind = type(value)
         if kind is str:
             if not value.isascii():
                 _check_text(f"{path}.{key}", value)
-        elif kind is not bool and kind is not int and kind is not float and value is not None:
-            value = _json_value(f"{path}.{key}", value, 1)
-        elif kind is float and not math.isfinite(value):
-            raise _invalid(f"{path}.{key}", f"must be a finite number, got {value}")
-        elif kind is int and not _INT_MIN <= value <= _INT_MAX:
-            raise _invalid(f"{path}.{key}", "must fit in 64 bits (-2**63 .. 2**64-1)")
-        checked[key] = value
-    return checked
+        elif kind is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                raise _invalid(f"{path}.{key}", "must fit in 64 bits (-2**63 .. 2**64-1)")
+        elif kind is float:
+            if value - value != 0.0:  # inf - inf and nan - nan are nan
+                raise _invalid(f"{path}.{key}", f"must be a finite number, got {value}")
+        elif kind is not bool and value is not None:
+            if type(key) is not str:
+                raise _invalid(path, f"map keys must be strings, got {type(key).__name__}")
+            # Replacing the value of an existing key does not disturb the iteration.
+            attributes[key] = _json_value(f"{path}.{key}", value, 1)
+        if type(key) is not str:
+            raise _invalid(path, f"map keys must be strings, got {type(key).__name__}")
+    return attributes
 
 
 def _json_value(path: str, value: Any, depth: int) -> Any:
