@@ -170,7 +170,7 @@ def _otel(workdir: Path, traces: int, spans: int) -> Run:
                     "agent", kind=internal, attributes={"model": MODEL, "step": 0}
                 ):
                     for step in range(1, spans):
-                        attributes = {"model": MODEL, "step": step}
+                        attributes: dict[str, Any] = {"model": MODEL, "step": step}
                         if step % 2:
                             with tracer.start_as_current_span(
                                 "chat", kind=client, attributes=attributes

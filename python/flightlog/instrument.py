@@ -467,7 +467,7 @@ class ActiveSpan:
     __slots__ = ("_parent", "_previous", "_record", "_state", "_trace")
 
     def __init__(
-        self, trace: ActiveTrace, name: str, kind: str, attributes: Mapping[str, Any]
+        self, trace: ActiveTrace, name: str, kind: str, attributes: dict[str, Any]
     ) -> None:
         # The usual name (a short ASCII string) and kind cost a few comparisons here; anything
         # else takes the full checks.
