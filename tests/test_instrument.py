@@ -268,6 +268,59 @@ def test_llm_span_usage_counts_when_usage_was_not_reported(store: flightlog.Stor
     )
 
 
+def test_metadata_set_during_the_trace_merges_with_the_entry_metadata(
+    store: flightlog.Store,
+) -> None:
+    with store.trace("bot", metadata={"user": "u1", "plan": "free"}) as t:
+        t.set_metadata({"plan": "pro"}, retries=2)
+
+    assert stored(store, t.trace_id).metadata == {"user": "u1", "plan": "pro", "retries": 2}
+
+
+def test_set_error_fails_the_trace_without_an_exception(store: flightlog.Store) -> None:
+    with store.trace("pytest") as t:
+        t.set_error("AssertionError", "assert 1 == 2")
+
+    trace = stored(store, t.trace_id)
+    assert trace.status == "failed"
+    assert trace.metadata["error"] == {"type": "AssertionError", "message": "assert 1 == 2"}
+
+
+def test_an_exception_takes_precedence_over_set_error(store: flightlog.Store) -> None:
+    with pytest.raises(OSError), store.trace("bot") as t:
+        t.set_error("Refused", "handled")
+        raise OSError("disk")
+    assert stored(store, t.trace_id).metadata["error"] == {"type": "OSError", "message": "disk"}
+
+
+def test_a_refused_final_fragment_still_ends_the_trace(tmp_path: Path) -> None:
+    secret = "sk-" + "a1B2c3D4e5" * 5
+    with flightlog.open(tmp_path / "strict", redaction="reject") as strict:
+        with pytest.raises(flightlog.SecretDetected) as caught, strict.trace("bot") as t:
+            with t.span("chat") as s:
+                s.set(prompt=f"use key {secret}")
+            t.output = "done"
+        assert [e["path"] for e in caught.value.errors] == ["spans[0].attributes.prompt"]
+
+        trace = stored(strict, t.trace_id)
+        assert trace.status == "failed"
+        assert trace.spans == [] and trace.output is flightlog.UNSET
+        assert trace.metadata["error"]["type"] == "flightlog.errors.SecretDetected"
+        assert "spans[0].attributes.prompt" in trace.metadata["final_fragment_refused"]
+        assert secret not in repr(trace)
+
+
+def test_a_refused_final_fragment_keeps_the_block_exception(tmp_path: Path) -> None:
+    secret = "sk-" + "a1B2c3D4e5" * 5
+    with flightlog.open(tmp_path / "strict", redaction="reject") as strict:
+        with pytest.raises(LookupError), strict.trace("bot") as t:
+            t.output = secret
+            raise LookupError("no such order")
+        trace = stored(strict, t.trace_id)
+        assert trace.status == "failed"
+        assert trace.metadata["error"] == {"type": "LookupError", "message": "no such order"}
+
+
 # --- misuse ------------------------------------------------------------------------------------
 
 
@@ -330,6 +383,8 @@ def test_a_finished_span_cannot_be_changed(store: flightlog.Store) -> None:
         (lambda t: t.usage(completion_tokens=1.5), "completion_tokens", "an int"),
         (lambda t: t.usage(cost_usd=math.inf), "cost_usd", "finite"),
         (lambda t: setattr(t, "output", 3), "output", "expected a string"),
+        (lambda t: t.set_metadata(when=object()), "metadata.when", "JSON-compatible"),
+        (lambda t: t.set_error("E", 3), "message", "expected a string"),
     ],
 )
 def test_bad_input_is_refused_with_its_path_and_not_recorded(
@@ -347,7 +402,7 @@ def test_bad_input_is_refused_with_its_path_and_not_recorded(
         flightlog.UNSET,
         flightlog.UNSET,
     )
-    assert trace.status == "succeeded"
+    assert trace.status == "succeeded" and trace.metadata == {}
 
 
 json_scalars = (

@@ -167,8 +167,10 @@ class ActiveTrace:
         "_clock_offset",
         "_completion_tokens",
         "_cost_usd",
+        "_error",
         "_fields",
         "_lock",
+        "_metadata",
         "_output",
         "_perf0",
         "_previous",
@@ -201,6 +203,8 @@ class ActiveTrace:
         self._prompt_tokens: int | None = None
         self._completion_tokens: int | None = None
         self._cost_usd: float | None = None
+        self._metadata: dict[str, Any] = {}
+        self._error: dict[str, str] | None = None
         self._lock = threading.Lock()
         self._state = _NEW
         self._wall0 = 0.0
@@ -328,6 +332,41 @@ class ActiveTrace:
             if cost is not None:
                 self._cost_usd = (self._cost_usd or 0.0) + cost
 
+    def set_metadata(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        """Adds metadata, written with the final fragment and merged key by key into what
+        the trace was started with (a later value replaces an earlier one).
+
+        Raises:
+            ValidationError: A value is not JSON-compatible; ``.errors`` names
+                ``metadata.<key>``. Nothing was added.
+            TraceNotActive: The trace is not running.
+        """
+        self._check_active("set metadata on")
+        if values is not None:
+            if type(values) is not dict and not isinstance(values, Mapping):
+                raise _invalid("metadata", f"expected a dict, got {type(values).__name__}")
+            more = {**values, **more}
+        _checked_in_place("metadata", more)
+        with self._lock:
+            self._metadata.update(more)
+
+    def set_error(self, type: str, message: str) -> None:
+        """Marks the trace ``failed`` when it ends, with ``metadata["error"] = {"type",
+        "message"}``, for a failure that is not an exception leaving the block (a test
+        reported as failed, a refusal the agent handled). An exception leaving the block
+        still takes precedence.
+
+        Raises:
+            ValidationError: ``type`` or ``message`` is not a string.
+            TraceNotActive: The trace is not running.
+        """
+        self._check_active("set the error of")
+        _checked_name("type", type, 1024)
+        if not isinstance(message, str):
+            raise _invalid("message", f"expected a string, got {message.__class__.__name__}")
+        _check_text("message", message)
+        self._error = {"type": type, "message": message}
+
     def __enter__(self) -> ActiveTrace:
         if self._state != _NEW:
             raise TraceNotActive(f"trace {self._trace_id} was already entered: start a new one")
@@ -368,10 +407,11 @@ class ActiveTrace:
         previous_trace, previous_span = self._previous
         _current_trace.set(previous_trace)
         _current_span.set(previous_span)
+        error = _error_of(exc) if exc is not None else self._error
         record: dict[str, Any] = {
             "trace_id": self._trace_id,
             "agent_name": self._agent_name,
-            "status": "succeeded" if exc is None else "failed",
+            "status": "succeeded" if error is None else "failed",
             "latency_ms": (ended - self._perf0) * 1000.0,
             "ended_at": self._wall0 + (ended - self._perf0),
         }
@@ -386,14 +426,16 @@ class ActiveTrace:
             record["token_usage"] = tokens
         if self._cost_usd is not None:
             record["cost_usd"] = self._cost_usd
-        if exc is not None:
-            record["metadata"] = {"error": _error_of(exc)}
+        if error is not None:
+            self._metadata["error"] = error
+        if self._metadata:
+            record["metadata"] = self._metadata
         try:
             self._store.log(record)
         except ValidationError as refused:
             # Whatever slipped past the checks on the way in (a store with a smaller
             # max_depth, redaction="reject", ...) must not leave the trace running forever.
-            self._store.log(_refused_fragment(record, exc, refused))
+            self._store.log(_refused_fragment(record, error, refused))
             if exc is None:
                 raise
 
@@ -432,11 +474,12 @@ _RESERVED_MESSAGES: Final = {
 
 
 def _refused_fragment(
-    record: dict[str, Any], exc: BaseException | None, refused: ValidationError
+    record: dict[str, Any], error: dict[str, str] | None, refused: ValidationError
 ) -> dict[str, Any]:
     """A final fragment that records only that the trace ended and why its own final
     fragment was refused."""
-    error = _error_of(exc) if exc is not None else _error_of(refused)
+    if error is None:
+        error = _error_of(refused)
     return {
         "trace_id": record["trace_id"],
         "agent_name": record["agent_name"],
