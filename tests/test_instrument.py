@@ -419,7 +419,9 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(attributes=st.dictionaries(st.text(min_size=1), json_values, max_size=5))
 def test_any_json_attributes_come_back_as_given(
     store: flightlog.Store, attributes: dict[str, Any]
@@ -432,7 +434,9 @@ def test_any_json_attributes_come_back_as_given(
 unencodable = st.sampled_from([b"raw", math.nan, -math.inf, 2**70, {1: "x"}, object(), "\udfff"])
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     good=st.dictionaries(st.text(min_size=1), json_values, max_size=3),
     key=st.text(min_size=1, alphabet=st.characters(codec="utf-8")),
@@ -604,6 +608,62 @@ def test_a_traced_generator_closed_early_ends_its_span(store: flightlog.Store) -
     assert spans["numbers"].end_time is not flightlog.UNSET
 
 
+def test_an_exception_inside_a_traced_generator_fails_its_span(store: flightlog.Store) -> None:
+    @flightlog.traced(name="pages")
+    def pages() -> Generator[int, None, None]:
+        yield 1
+        raise ConnectionError("page 2 timed out")
+
+    with store.trace("bot") as t:
+        with pytest.raises(ConnectionError):
+            list(pages())
+        assert flightlog.current_span() is None
+
+    (span,) = stored(store, t.trace_id).spans
+    assert (span.name, span.status_code) == ("pages", "ERROR")
+    assert span.events[0].attributes["exception.type"] == "ConnectionError"
+
+
+def test_a_traced_generator_passes_sent_values_and_its_return_value(
+    store: flightlog.Store,
+) -> None:
+    @flightlog.traced(name="echo")
+    def echo() -> Generator[str, str, int]:
+        received = yield "ready"
+        yield f"got {received}"
+        return 7
+
+    def drive() -> Generator[str, str, int]:
+        result = yield from echo()
+        return result
+
+    with store.trace("bot") as t:
+        gen = drive()
+        assert next(gen) == "ready"
+        assert gen.send("ping") == "got ping"
+        with pytest.raises(StopIteration) as stop:
+            next(gen)
+        assert stop.value.value == 7
+    assert [s.name for s in stored(store, t.trace_id).spans] == ["echo"]
+
+
+def test_a_failing_traced_async_generator_fails_its_trace(store: flightlog.Store) -> None:
+    @flightlog.traced(agent_name="streamer", store=store)
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(0)
+        raise ValueError("stream broke")
+
+    async def main() -> list[int]:
+        return [i async for i in stream()]
+
+    with pytest.raises(ValueError, match="stream broke"):
+        asyncio.run(main())
+    store.flush()
+    (summary,) = store.query()
+    assert (summary.agent_name, summary.status) == ("streamer", "failed")
+
+
 # --- the decorator -----------------------------------------------------------------------------
 
 
@@ -670,6 +730,49 @@ def test_a_decorated_coroutine_inside_a_trace_is_a_span(store: flightlog.Store) 
     assert all(s.attributes == {} for s in spans)
 
 
+def test_decorated_helpers_build_a_span_tree(store: flightlog.Store) -> None:
+    @flightlog.traced(kind="TOOL")
+    def search(query: str) -> list[str]:
+        return [query.upper()]
+
+    @flightlog.traced(kind="LLM")
+    def think(question: str) -> str:
+        return search(question)[0]
+
+    @flightlog.traced(agent_name="helper-bot", store=store)
+    def agent(question: str) -> str:
+        return think(question) + think(question)
+
+    assert agent("why") == "WHYWHY"
+    store.flush()
+    (summary,) = store.query()
+    trace = store.get(summary.trace_id)
+    assert (trace.agent_name, trace.input, trace.output) == (
+        "helper-bot",
+        '{"question":"why"}',
+        "WHYWHY",
+    )
+    thinks = [s for s in trace.spans if s.kind == "LLM"]
+    searches = [s for s in trace.spans if s.kind == "TOOL"]
+    assert len(thinks) == 2 and len(searches) == 2
+    assert all(s.parent_span_id is flightlog.UNSET for s in thinks)
+    assert [s.parent_span_id for s in searches] == [s.span_id for s in thinks]
+
+
+def test_arguments_of_any_signature_are_described(store: flightlog.Store) -> None:
+    class Agent:
+        @flightlog.traced(agent_name="method-bot", store=store)
+        def run(self, *questions: str, verbose: bool = False, **options: object) -> int:
+            return len(questions)
+
+    assert Agent().run("a", "b", verbose=True, budget=3) == 2
+    store.flush()
+    (summary,) = store.query()
+    trace = store.get(summary.trace_id)
+    assert trace.input == '{"questions":["a","b"],"verbose":true,"options":{"budget":3}}'
+    assert trace.output == "2"
+
+
 def test_decorating_with_a_bad_kind_is_refused() -> None:
     with pytest.raises(ValidationError, match="kind: expected one of"):
         flightlog.traced(kind="FUNCTION")  # type: ignore[arg-type]
@@ -728,15 +831,21 @@ def test_a_capture_ties_traces_to_its_run_and_sums_their_usage(store: flightlog.
                 }
             ],
         )
-        (t3,) = store.log_many([flightlog.Trace(agent_name="agent", run_id="other")])
+        t3, t4 = store.log_many(
+            [
+                flightlog.Trace(agent_name="agent", run_id="other"),
+                flightlog.Trace(agent_name="agent"),
+            ]
+        )
         usage = c.usage()
 
-    assert c.trace_ids == [t1.trace_id, t2, t3]
-    assert (usage.traces, usage.prompt_tokens, usage.completion_tokens) == (3, 13, 5)
+    assert c.trace_ids == [t1.trace_id, t2, t3, t4]
+    assert (usage.traces, usage.prompt_tokens, usage.completion_tokens) == (4, 13, 5)
     assert usage.total_tokens == 18 and usage.cost_usd == pytest.approx(0.51)
     assert stored(store, t1.trace_id).run_id == "run-1"
     assert stored(store, t2).run_id == "run-1"
     assert stored(store, t3).run_id == "other"
+    assert stored(store, t4).run_id == "run-1"
     assert test_trace.trace_id not in c.trace_ids
     after = store.log(agent_name="agent")
     assert stored(store, after).run_id is flightlog.UNSET

@@ -744,7 +744,16 @@ def traced(
 class _Opener:
     """Starts the trace or span of one call of a decorated function."""
 
-    __slots__ = ("_agent_name", "_capture_io", "_fn", "_kind", "_name", "_signature", "_store")
+    __slots__ = (
+        "_agent_name",
+        "_capture_io",
+        "_fn",
+        "_kind",
+        "_name",
+        "_positional",
+        "_signature",
+        "_store",
+    )
 
     def __init__(
         self,
@@ -762,6 +771,9 @@ class _Opener:
         self._store = store
         self._capture_io = capture_io
         self._signature: inspect.Signature | None = None
+        # The parameter names when every parameter is plain positional-or-keyword: then the
+        # arguments pair up with a zip, without the cost of Signature.bind.
+        self._positional: tuple[str, ...] | None = None
 
     def open(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActiveTrace | ActiveSpan:
         """Enters and returns the span or trace of this call."""
@@ -790,11 +802,21 @@ class _Opener:
     def _describe_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self._signature is None:
             self._signature = inspect.signature(self._fn)
-        try:
-            bound = self._signature.bind(*args, **kwargs)
-        except TypeError:
-            return _describe({"args": args, "kwargs": kwargs})
-        arguments = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
+            parameters = self._signature.parameters.values()
+            if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters):
+                self._positional = tuple(p.name for p in parameters)
+        names = self._positional
+        if names is not None and len(args) <= len(names):
+            arguments = dict(zip(names, args, strict=False))  # shorter: defaults
+            if kwargs:
+                arguments.update(kwargs)
+        else:
+            try:
+                arguments = dict(self._signature.bind(*args, **kwargs).arguments)
+            except TypeError:
+                return _describe({"args": args, "kwargs": kwargs})
+        arguments.pop("self", None)
+        arguments.pop("cls", None)
         return _describe(arguments)
 
 
