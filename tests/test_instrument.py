@@ -268,6 +268,59 @@ def test_llm_span_usage_counts_when_usage_was_not_reported(store: flightlog.Stor
     )
 
 
+def test_metadata_set_during_the_trace_merges_with_the_entry_metadata(
+    store: flightlog.Store,
+) -> None:
+    with store.trace("bot", metadata={"user": "u1", "plan": "free"}) as t:
+        t.set_metadata({"plan": "pro"}, retries=2)
+
+    assert stored(store, t.trace_id).metadata == {"user": "u1", "plan": "pro", "retries": 2}
+
+
+def test_set_error_fails_the_trace_without_an_exception(store: flightlog.Store) -> None:
+    with store.trace("pytest") as t:
+        t.set_error("AssertionError", "assert 1 == 2")
+
+    trace = stored(store, t.trace_id)
+    assert trace.status == "failed"
+    assert trace.metadata["error"] == {"type": "AssertionError", "message": "assert 1 == 2"}
+
+
+def test_an_exception_takes_precedence_over_set_error(store: flightlog.Store) -> None:
+    with pytest.raises(OSError), store.trace("bot") as t:
+        t.set_error("Refused", "handled")
+        raise OSError("disk")
+    assert stored(store, t.trace_id).metadata["error"] == {"type": "OSError", "message": "disk"}
+
+
+def test_a_refused_final_fragment_still_ends_the_trace(tmp_path: Path) -> None:
+    secret = "sk-" + "a1B2c3D4e5" * 5
+    with flightlog.open(tmp_path / "strict", redaction="reject") as strict:
+        with pytest.raises(flightlog.SecretDetected) as caught, strict.trace("bot") as t:
+            with t.span("chat") as s:
+                s.set(prompt=f"use key {secret}")
+            t.output = "done"
+        assert [e["path"] for e in caught.value.errors] == ["spans[0].attributes.prompt"]
+
+        trace = stored(strict, t.trace_id)
+        assert trace.status == "failed"
+        assert trace.spans == [] and trace.output is flightlog.UNSET
+        assert trace.metadata["error"]["type"] == "flightlog.errors.SecretDetected"
+        assert "spans[0].attributes.prompt" in trace.metadata["final_fragment_refused"]
+        assert secret not in repr(trace)
+
+
+def test_a_refused_final_fragment_keeps_the_block_exception(tmp_path: Path) -> None:
+    secret = "sk-" + "a1B2c3D4e5" * 5
+    with flightlog.open(tmp_path / "strict", redaction="reject") as strict:
+        with pytest.raises(LookupError), strict.trace("bot") as t:
+            t.output = secret
+            raise LookupError("no such order")
+        trace = stored(strict, t.trace_id)
+        assert trace.status == "failed"
+        assert trace.metadata["error"] == {"type": "LookupError", "message": "no such order"}
+
+
 # --- misuse ------------------------------------------------------------------------------------
 
 
@@ -330,6 +383,8 @@ def test_a_finished_span_cannot_be_changed(store: flightlog.Store) -> None:
         (lambda t: t.usage(completion_tokens=1.5), "completion_tokens", "an int"),
         (lambda t: t.usage(cost_usd=math.inf), "cost_usd", "finite"),
         (lambda t: setattr(t, "output", 3), "output", "expected a string"),
+        (lambda t: t.set_metadata(when=object()), "metadata.when", "JSON-compatible"),
+        (lambda t: t.set_error("E", 3), "message", "expected a string"),
     ],
 )
 def test_bad_input_is_refused_with_its_path_and_not_recorded(
@@ -347,7 +402,7 @@ def test_bad_input_is_refused_with_its_path_and_not_recorded(
         flightlog.UNSET,
         flightlog.UNSET,
     )
-    assert trace.status == "succeeded"
+    assert trace.status == "succeeded" and trace.metadata == {}
 
 
 json_scalars = (
@@ -364,7 +419,9 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(attributes=st.dictionaries(st.text(min_size=1), json_values, max_size=5))
 def test_any_json_attributes_come_back_as_given(
     store: flightlog.Store, attributes: dict[str, Any]
@@ -377,7 +434,9 @@ def test_any_json_attributes_come_back_as_given(
 unencodable = st.sampled_from([b"raw", math.nan, -math.inf, 2**70, {1: "x"}, object(), "\udfff"])
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     good=st.dictionaries(st.text(min_size=1), json_values, max_size=3),
     key=st.text(min_size=1, alphabet=st.characters(codec="utf-8")),
@@ -549,6 +608,62 @@ def test_a_traced_generator_closed_early_ends_its_span(store: flightlog.Store) -
     assert spans["numbers"].end_time is not flightlog.UNSET
 
 
+def test_an_exception_inside_a_traced_generator_fails_its_span(store: flightlog.Store) -> None:
+    @flightlog.traced(name="pages")
+    def pages() -> Generator[int, None, None]:
+        yield 1
+        raise ConnectionError("page 2 timed out")
+
+    with store.trace("bot") as t:
+        with pytest.raises(ConnectionError):
+            list(pages())
+        assert flightlog.current_span() is None
+
+    (span,) = stored(store, t.trace_id).spans
+    assert (span.name, span.status_code) == ("pages", "ERROR")
+    assert span.events[0].attributes["exception.type"] == "ConnectionError"
+
+
+def test_a_traced_generator_passes_sent_values_and_its_return_value(
+    store: flightlog.Store,
+) -> None:
+    @flightlog.traced(name="echo")
+    def echo() -> Generator[str, str, int]:
+        received = yield "ready"
+        yield f"got {received}"
+        return 7
+
+    def drive() -> Generator[str, str, int]:
+        result = yield from echo()
+        return result
+
+    with store.trace("bot") as t:
+        gen = drive()
+        assert next(gen) == "ready"
+        assert gen.send("ping") == "got ping"
+        with pytest.raises(StopIteration) as stop:
+            next(gen)
+        assert stop.value.value == 7
+    assert [s.name for s in stored(store, t.trace_id).spans] == ["echo"]
+
+
+def test_a_failing_traced_async_generator_fails_its_trace(store: flightlog.Store) -> None:
+    @flightlog.traced(agent_name="streamer", store=store)
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(0)
+        raise ValueError("stream broke")
+
+    async def main() -> list[int]:
+        return [i async for i in stream()]
+
+    with pytest.raises(ValueError, match="stream broke"):
+        asyncio.run(main())
+    store.flush()
+    (summary,) = store.query()
+    assert (summary.agent_name, summary.status) == ("streamer", "failed")
+
+
 # --- the decorator -----------------------------------------------------------------------------
 
 
@@ -615,6 +730,49 @@ def test_a_decorated_coroutine_inside_a_trace_is_a_span(store: flightlog.Store) 
     assert all(s.attributes == {} for s in spans)
 
 
+def test_decorated_helpers_build_a_span_tree(store: flightlog.Store) -> None:
+    @flightlog.traced(kind="TOOL")
+    def search(query: str) -> list[str]:
+        return [query.upper()]
+
+    @flightlog.traced(kind="LLM")
+    def think(question: str) -> str:
+        return search(question)[0]
+
+    @flightlog.traced(agent_name="helper-bot", store=store)
+    def agent(question: str) -> str:
+        return think(question) + think(question)
+
+    assert agent("why") == "WHYWHY"
+    store.flush()
+    (summary,) = store.query()
+    trace = store.get(summary.trace_id)
+    assert (trace.agent_name, trace.input, trace.output) == (
+        "helper-bot",
+        '{"question":"why"}',
+        "WHYWHY",
+    )
+    thinks = [s for s in trace.spans if s.kind == "LLM"]
+    searches = [s for s in trace.spans if s.kind == "TOOL"]
+    assert len(thinks) == 2 and len(searches) == 2
+    assert all(s.parent_span_id is flightlog.UNSET for s in thinks)
+    assert [s.parent_span_id for s in searches] == [s.span_id for s in thinks]
+
+
+def test_arguments_of_any_signature_are_described(store: flightlog.Store) -> None:
+    class Agent:
+        @flightlog.traced(agent_name="method-bot", store=store)
+        def run(self, *questions: str, verbose: bool = False, **options: object) -> int:
+            return len(questions)
+
+    assert Agent().run("a", "b", verbose=True, budget=3) == 2
+    store.flush()
+    (summary,) = store.query()
+    trace = store.get(summary.trace_id)
+    assert trace.input == '{"questions":["a","b"],"verbose":true,"options":{"budget":3}}'
+    assert trace.output == "2"
+
+
 def test_decorating_with_a_bad_kind_is_refused() -> None:
     with pytest.raises(ValidationError, match="kind: expected one of"):
         flightlog.traced(kind="FUNCTION")  # type: ignore[arg-type]
@@ -673,15 +831,21 @@ def test_a_capture_ties_traces_to_its_run_and_sums_their_usage(store: flightlog.
                 }
             ],
         )
-        (t3,) = store.log_many([flightlog.Trace(agent_name="agent", run_id="other")])
+        t3, t4 = store.log_many(
+            [
+                flightlog.Trace(agent_name="agent", run_id="other"),
+                flightlog.Trace(agent_name="agent"),
+            ]
+        )
         usage = c.usage()
 
-    assert c.trace_ids == [t1.trace_id, t2, t3]
-    assert (usage.traces, usage.prompt_tokens, usage.completion_tokens) == (3, 13, 5)
+    assert c.trace_ids == [t1.trace_id, t2, t3, t4]
+    assert (usage.traces, usage.prompt_tokens, usage.completion_tokens) == (4, 13, 5)
     assert usage.total_tokens == 18 and usage.cost_usd == pytest.approx(0.51)
     assert stored(store, t1.trace_id).run_id == "run-1"
     assert stored(store, t2).run_id == "run-1"
     assert stored(store, t3).run_id == "other"
+    assert stored(store, t4).run_id == "run-1"
     assert test_trace.trace_id not in c.trace_ids
     after = store.log(agent_name="agent")
     assert stored(store, after).run_id is flightlog.UNSET

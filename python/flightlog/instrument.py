@@ -77,6 +77,8 @@ _MAX_NAME: Final = 1024
 _MAX_VALUE_DEPTH: Final = 48  # under the core's default max_depth of 64 with room for the path
 
 _NEW, _ACTIVE, _ENDED = 0, 1, 2
+_perf_counter = time.perf_counter
+_new_span_id = _core.new_span_id
 
 
 # --- the current trace and span ----------------------------------------------------------------
@@ -162,10 +164,13 @@ class ActiveTrace:
 
     __slots__ = (
         "_agent_name",
+        "_clock_offset",
         "_completion_tokens",
         "_cost_usd",
+        "_error",
         "_fields",
         "_lock",
+        "_metadata",
         "_output",
         "_perf0",
         "_previous",
@@ -198,10 +203,13 @@ class ActiveTrace:
         self._prompt_tokens: int | None = None
         self._completion_tokens: int | None = None
         self._cost_usd: float | None = None
+        self._metadata: dict[str, Any] = {}
+        self._error: dict[str, str] | None = None
         self._lock = threading.Lock()
         self._state = _NEW
         self._wall0 = 0.0
         self._perf0 = 0.0
+        self._clock_offset = 0.0
         self._previous: tuple[ActiveTrace | None, ActiveSpan | None] = (None, None)
 
     @property
@@ -251,7 +259,8 @@ class ActiveTrace:
             ValidationError: A bad name, kind or attribute; nothing was recorded.
             TraceNotActive: The trace is not running.
         """
-        self._check_active("add a span to")
+        if self._state != _ACTIVE:
+            self._check_active("add a span to")
         return ActiveSpan(self, name, kind, attributes)
 
     def tool_call(
@@ -323,11 +332,49 @@ class ActiveTrace:
             if cost is not None:
                 self._cost_usd = (self._cost_usd or 0.0) + cost
 
+    def set_metadata(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        """Adds metadata, written with the final fragment and merged key by key into what
+        the trace was started with (a later value replaces an earlier one).
+
+        Raises:
+            ValidationError: A value is not JSON-compatible; ``.errors`` names
+                ``metadata.<key>``. Nothing was added.
+            TraceNotActive: The trace is not running.
+        """
+        self._check_active("set metadata on")
+        if values is not None:
+            if type(values) is not dict and not isinstance(values, Mapping):
+                raise _invalid("metadata", f"expected a dict, got {type(values).__name__}")
+            more = {**values, **more}
+        _checked_in_place("metadata", more)
+        with self._lock:
+            self._metadata.update(more)
+
+    def set_error(self, type: str, message: str) -> None:
+        """Marks the trace ``failed`` when it ends, with ``metadata["error"] = {"type",
+        "message"}``, for a failure that is not an exception leaving the block (a test
+        reported as failed, a refusal the agent handled). An exception leaving the block
+        still takes precedence.
+
+        Raises:
+            ValidationError: ``type`` or ``message`` is not a string.
+            TraceNotActive: The trace is not running.
+        """
+        self._check_active("set the error of")
+        _checked_name("type", type, 1024)
+        if not isinstance(message, str):
+            raise _invalid("message", f"expected a string, got {message.__class__.__name__}")
+        _check_text("message", message)
+        self._error = {"type": type, "message": message}
+
     def __enter__(self) -> ActiveTrace:
         if self._state != _NEW:
             raise TraceNotActive(f"trace {self._trace_id} was already entered: start a new one")
         self._wall0 = time.time()
         self._perf0 = time.perf_counter()
+        # Span times are the monotonic clock shifted to wall-clock epoch seconds: one
+        # addition per reading, and durations never go negative when the wall clock moves.
+        self._clock_offset = self._wall0 - self._perf0
         record = {
             **self._fields,
             "trace_id": self._trace_id,
@@ -360,10 +407,11 @@ class ActiveTrace:
         previous_trace, previous_span = self._previous
         _current_trace.set(previous_trace)
         _current_span.set(previous_span)
+        error = _error_of(exc) if exc is not None else self._error
         record: dict[str, Any] = {
             "trace_id": self._trace_id,
             "agent_name": self._agent_name,
-            "status": "succeeded" if exc is None else "failed",
+            "status": "succeeded" if error is None else "failed",
             "latency_ms": (ended - self._perf0) * 1000.0,
             "ended_at": self._wall0 + (ended - self._perf0),
         }
@@ -378,14 +426,16 @@ class ActiveTrace:
             record["token_usage"] = tokens
         if self._cost_usd is not None:
             record["cost_usd"] = self._cost_usd
-        if exc is not None:
-            record["metadata"] = {"error": _error_of(exc)}
+        if error is not None:
+            self._metadata["error"] = error
+        if self._metadata:
+            record["metadata"] = self._metadata
         try:
             self._store.log(record)
         except ValidationError as refused:
             # Whatever slipped past the checks on the way in (a store with a smaller
             # max_depth, redaction="reject", ...) must not leave the trace running forever.
-            self._store.log(_refused_fragment(record, exc, refused))
+            self._store.log(_refused_fragment(record, error, refused))
             if exc is None:
                 raise
 
@@ -398,9 +448,9 @@ class ActiveTrace:
         return tokens
 
     def _now(self) -> float:
-        """Wall-clock epoch seconds, advancing with the monotonic clock from the trace's start
-        (so durations never go negative when the wall clock is adjusted)."""
-        return self._wall0 + (time.perf_counter() - self._perf0)
+        """Wall-clock epoch seconds, advancing with the monotonic clock from the trace's
+        start."""
+        return _perf_counter() + self._clock_offset
 
     def _check_active(self, doing: str) -> None:
         if self._state != _ACTIVE:
@@ -424,11 +474,12 @@ _RESERVED_MESSAGES: Final = {
 
 
 def _refused_fragment(
-    record: dict[str, Any], exc: BaseException | None, refused: ValidationError
+    record: dict[str, Any], error: dict[str, str] | None, refused: ValidationError
 ) -> dict[str, Any]:
     """A final fragment that records only that the trace ended and why its own final
     fragment was refused."""
-    error = _error_of(exc) if exc is not None else _error_of(refused)
+    if error is None:
+        error = _error_of(refused)
     return {
         "trace_id": record["trace_id"],
         "agent_name": record["agent_name"],
@@ -459,12 +510,13 @@ class ActiveSpan:
     __slots__ = ("_parent", "_previous", "_record", "_state", "_trace")
 
     def __init__(
-        self, trace: ActiveTrace, name: str, kind: str, attributes: Mapping[str, Any]
+        self, trace: ActiveTrace, name: str, kind: str, attributes: dict[str, Any]
     ) -> None:
-        record: dict[str, Any] = {
-            "span_id": _core.new_span_id(),
-            "name": _checked_name("name", name, _MAX_NAME),
-        }
+        # The usual name (a short ASCII string) and kind cost a few comparisons here; anything
+        # else takes the full checks.
+        if type(name) is not str or not 0 < len(name) <= _MAX_NAME or not name.isascii():
+            _checked_name("name", name, _MAX_NAME)
+        record: dict[str, Any] = {"span_id": _new_span_id(), "name": name}
         if kind != "INTERNAL":
             if kind not in _SPAN_KINDS:
                 raise _invalid(
@@ -472,7 +524,7 @@ class ActiveSpan:
                 )
             record["kind"] = kind
         if attributes:
-            record["attributes"] = _attributes("attributes", attributes)
+            record["attributes"] = _checked_in_place("attributes", attributes)
         self._trace = trace
         self._record = record
         self._parent: ActiveSpan | None = None
@@ -512,19 +564,18 @@ class ActiveSpan:
                 ``attributes.<name>``. Nothing was set.
             TraceNotActive: The span has ended.
         """
-        self._check_open("set attributes on")
-        checked: dict[str, Any] = {}
+        if self._state == _ENDED or self._trace._state != _ACTIVE:
+            self._check_open("set attributes on")
         if attributes is not None:
-            if not isinstance(attributes, Mapping):
+            if type(attributes) is not dict and not isinstance(attributes, Mapping):
                 raise _invalid("attributes", f"expected a dict, got {type(attributes).__name__}")
-            checked.update(_attributes("attributes", attributes))
-        if more:
-            checked.update(_attributes("attributes", more))
+            more = {**attributes, **more}
+        _checked_in_place("attributes", more)  # ``more`` is ours: **kwargs or the copy
         existing = self._record.get("attributes")
         if existing is None:
-            self._record["attributes"] = checked
+            self._record["attributes"] = more
         else:
-            existing.update(checked)
+            existing.update(more)
 
     def add_event(self, name: str, /, **attributes: Any) -> None:
         """Adds a timestamped event (e.g. ``"retry"``) with JSON-compatible attributes.
@@ -541,7 +592,7 @@ class ActiveSpan:
             "timestamp": self._trace._now(),
         }
         if attributes:
-            event["attributes"] = _attributes("attributes", attributes)
+            event["attributes"] = _checked_in_place("attributes", attributes)
         self._record.setdefault("events", []).append(event)
 
     def set_status(self, code: SpanStatusCode, message: str | None = None) -> None:
@@ -564,16 +615,18 @@ class ActiveSpan:
         trace = self._trace
         if self._state != _NEW:
             raise TraceNotActive(f"span {self.name!r} was already entered: open a new one")
-        trace._check_active("add a span to")
+        if trace._state != _ACTIVE:
+            trace._check_active("add a span to")
         current = _current_span.get()
         self._previous = current
+        record = self._record
         if current is not None and current._trace is trace:
             self._parent = current
-            self._record["parent_span_id"] = current._record["span_id"]
-        self._record["start_time"] = trace._now()
+            record["parent_span_id"] = current._record["span_id"]
         self._state = _ACTIVE
-        trace._spans.append(self._record)
+        trace._spans.append(record)
         _current_span.set(self)
+        record["start_time"] = _perf_counter() + trace._clock_offset
         return self
 
     def __exit__(
@@ -586,7 +639,7 @@ class ActiveSpan:
             raise TraceNotActive(f"span {self.name!r} is not running: it cannot end")
         trace = self._trace
         record = self._record
-        end = trace._now()
+        end = _perf_counter() + trace._clock_offset
         if exc is not None:
             record["status_code"] = "ERROR"
             record["status_message"] = f"{type(exc).__name__}: {exc}"
@@ -691,7 +744,16 @@ def traced(
 class _Opener:
     """Starts the trace or span of one call of a decorated function."""
 
-    __slots__ = ("_agent_name", "_capture_io", "_fn", "_kind", "_name", "_signature", "_store")
+    __slots__ = (
+        "_agent_name",
+        "_capture_io",
+        "_fn",
+        "_kind",
+        "_name",
+        "_positional",
+        "_signature",
+        "_store",
+    )
 
     def __init__(
         self,
@@ -709,6 +771,9 @@ class _Opener:
         self._store = store
         self._capture_io = capture_io
         self._signature: inspect.Signature | None = None
+        # The parameter names when every parameter is plain positional-or-keyword: then the
+        # arguments pair up with a zip, without the cost of Signature.bind.
+        self._positional: tuple[str, ...] | None = None
 
     def open(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActiveTrace | ActiveSpan:
         """Enters and returns the span or trace of this call."""
@@ -737,11 +802,21 @@ class _Opener:
     def _describe_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if self._signature is None:
             self._signature = inspect.signature(self._fn)
-        try:
-            bound = self._signature.bind(*args, **kwargs)
-        except TypeError:
-            return _describe({"args": args, "kwargs": kwargs})
-        arguments = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
+            parameters = self._signature.parameters.values()
+            if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters):
+                self._positional = tuple(p.name for p in parameters)
+        names = self._positional
+        if names is not None and len(args) <= len(names):
+            arguments = dict(zip(names, args, strict=False))  # shorter: defaults
+            if kwargs:
+                arguments.update(kwargs)
+        else:
+            try:
+                arguments = dict(self._signature.bind(*args, **kwargs).arguments)
+            except TypeError:
+                return _describe({"args": args, "kwargs": kwargs})
+        arguments.pop("self", None)
+        arguments.pop("cls", None)
         return _describe(arguments)
 
 
@@ -1073,25 +1148,29 @@ def _check_text(path: str, text: str) -> None:
             raise _invalid(path, "must be valid UTF-8 (it holds a lone surrogate)") from None
 
 
-def _attributes(path: str, attributes: Mapping[Any, Any]) -> dict[str, Any]:
-    """A copy of ``attributes`` holding only what the core accepts, or a ValidationError
-    naming the first bad entry. Plain scalars take the fast path."""
-    checked: dict[str, Any] = {}
+def _checked_in_place(path: str, attributes: dict[Any, Any]) -> dict[str, Any]:
+    """``attributes`` (a dict the caller owns, e.g. ``**kwargs``) after checking each value,
+    with values msgspec knows in another form (tuples, UUIDs, ...) replaced by their JSON
+    form. Plain scalars, the usual case, cost one type comparison or two."""
     for key, value in attributes.items():
-        if type(key) is not str:
-            raise _invalid(path, f"map keys must be strings, got {type(key).__name__}")
         kind = type(value)
         if kind is str:
             if not value.isascii():
                 _check_text(f"{path}.{key}", value)
-        elif kind is not bool and kind is not int and kind is not float and value is not None:
-            value = _json_value(f"{path}.{key}", value, 1)
-        elif kind is float and not math.isfinite(value):
-            raise _invalid(f"{path}.{key}", f"must be a finite number, got {value}")
-        elif kind is int and not _INT_MIN <= value <= _INT_MAX:
-            raise _invalid(f"{path}.{key}", "must fit in 64 bits (-2**63 .. 2**64-1)")
-        checked[key] = value
-    return checked
+        elif kind is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                raise _invalid(f"{path}.{key}", "must fit in 64 bits (-2**63 .. 2**64-1)")
+        elif kind is float:
+            if value - value != 0.0:  # inf - inf and nan - nan are nan
+                raise _invalid(f"{path}.{key}", f"must be a finite number, got {value}")
+        elif kind is not bool and value is not None:
+            if type(key) is not str:
+                raise _invalid(path, f"map keys must be strings, got {type(key).__name__}")
+            # Replacing the value of an existing key does not disturb the iteration.
+            attributes[key] = _json_value(f"{path}.{key}", value, 1)
+        if type(key) is not str:
+            raise _invalid(path, f"map keys must be strings, got {type(key).__name__}")
+    return attributes
 
 
 def _json_value(path: str, value: Any, depth: int) -> Any:
