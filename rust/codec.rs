@@ -28,8 +28,10 @@ const COMPRESS_MIN: usize = 128;
 /// Refuse to inflate a value to more than this (a corrupt length must not allocate GiBs).
 const MAX_RECORD_BYTES: usize = 1 << 30;
 
-/// How many records to collect before training, and the dictionary's size.
-pub const TRAINING_SAMPLES: usize = 1000;
+/// How many records to collect before training. 256 standard traces train in ~80 ms and
+/// compress as well as 1,000 (~320 ms), and every record stored while training runs is
+/// ~2.3x larger until the writer recompresses it.
+pub const TRAINING_SAMPLES: usize = 256;
 /// Bytes of samples kept for training at most (large traces would otherwise hold memory).
 pub const TRAINING_BYTES: usize = 16 << 20;
 const DICTIONARY_BYTES: usize = 64 << 10;

@@ -1036,11 +1036,24 @@ mod tests {
         let later =
             store.log(&trace(&[("agent_name", "support-bot"), ("output", &prose(7))])).unwrap();
         store.flush(None).unwrap();
-        let uses_dictionary = store.env.core.read(|txn| {
-            let key = store.env.core.dbs.fragments.get(txn, &later).unwrap().unwrap();
-            Ok(codec::dictionary_id(store.env.core.dbs.records.get(txn, key).unwrap().unwrap()))
-        });
-        assert_eq!(uses_dictionary.unwrap(), Some(1));
+        let dictionary_of = |id: &TraceId| {
+            let core = &store.env.core;
+            core.read(|txn| {
+                let key = core.dbs.fragments.get(txn, id).unwrap().unwrap();
+                Ok(codec::dictionary_id(core.dbs.records.get(txn, key).unwrap().unwrap()))
+            })
+            .unwrap()
+        };
+        assert_eq!(dictionary_of(&later), Some(1));
+        // The records stored before the dictionary existed are recompressed with it, a few
+        // hundred per batch.
+        for _ in 0..ids.len() / 100 {
+            store.log(&trace(&[("agent_name", "support-bot")])).unwrap();
+            store.flush(None).unwrap();
+        }
+        let early = ids[..codec::TRAINING_SAMPLES].iter();
+        let early = early.filter(|id| dictionary_of(id).is_none()).count();
+        assert_eq!(early, 0, "records still compressed without the dictionary");
         drop(store);
         let reopened = open(&path, |o| o.readonly = true);
         ids.push(later);

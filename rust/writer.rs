@@ -7,6 +7,7 @@
 //! Whatever arrives during a commit's fsync rides in the next one, so batches grow with load.
 
 use std::collections::VecDeque;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -297,9 +298,22 @@ struct WriterLoop {
     unreported: Option<Error>,
     encoder: Encoder,
     training: Training,
+    /// Records this writer stored before its dictionary existed, to recompress with it.
+    backlog: Option<Backlog>,
     retention: Retention,
     last_sweep: Instant,
 }
+
+/// The records keys `next..=last` may hold values compressed without the dictionary.
+#[derive(Debug, Clone, Copy)]
+struct Backlog {
+    next: u64,
+    last: u64,
+}
+
+/// Backlog records rewritten per batch transaction at most: ~20 µs each, so a commit grows
+/// by a few ms at most while the backlog lasts.
+const RECOMPRESS_PER_COMMIT: usize = 256;
 
 /// What the writer removes by itself, oldest traces first.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -343,6 +357,7 @@ impl WriterLoop {
             unreported: None,
             encoder: Encoder::default(),
             training,
+            backlog: None,
             retention,
             last_sweep: Instant::now(),
         }
@@ -510,6 +525,8 @@ impl WriterLoop {
         }
         self.set_no_sync(!fsync)?;
         let core = Arc::clone(&self.core);
+        let backlog = self.backlog;
+        let mut left = backlog;
         self.write("writing a batch of traces", |dbs, txn| {
             // Read the last key inside the transaction: other processes append to this store.
             let mut seq = match dbs.records.last(txn)? {
@@ -534,8 +551,13 @@ impl WriterLoop {
                     write_fragment(&core, dbs, txn, &mut seq, record)?;
                 }
             }
+            if let (Some(backlog), Some(dictionary)) = (backlog, dictionary.as_deref()) {
+                left = recompress(dbs, txn, backlog, dictionary)?;
+            }
             Ok(())
-        })
+        })?;
+        self.backlog = left;
+        Ok(())
     }
 
     fn encode(&mut self, record: &mut Pending, dictionary: Option<&Dictionary>) -> Vec<u8> {
@@ -576,15 +598,18 @@ impl WriterLoop {
             return;
         };
         let mut id = 0;
+        let mut last = None;
         let stored = self.write("storing the compression dictionary", |dbs, txn| {
             id = match dbs.dicts.last(txn)? {
                 Some((key, _)) => key.try_into().map_or(0, u32::from_be_bytes) + 1,
                 None => 1,
             };
+            last = dbs.records.last(txn)?.and_then(|(key, _)| parse_seq_key(key));
             Ok(dbs.dicts.put(txn, &id.to_be_bytes(), &raw)?)
         });
         if stored.is_ok() {
             self.core.activate(Arc::new(Dictionary::new(id, &raw)));
+            self.backlog = last.map(|last| Backlog { next: 0, last });
         }
     }
 
@@ -642,6 +667,44 @@ impl From<heed::Error> for Failure {
     fn from(err: heed::Error) -> Self {
         Failure::Lmdb(err)
     }
+}
+
+/// Rewrites up to [`RECOMPRESS_PER_COMMIT`] records of the backlog that were compressed
+/// without a dictionary, with it, where that makes them smaller; what is left of the backlog.
+///
+/// The records written while the first dictionary trains are stored ~2.3x larger; most of
+/// them (~2.9 KB for a standard trace) exceed LMDB's inline limit (~2 KB on 4 KB pages) and
+/// take a whole overflow page each. A record that does not decode is left for `check()`.
+fn recompress(
+    dbs: &Databases,
+    txn: &mut RwTxn,
+    backlog: Backlog,
+    dictionary: &Dictionary,
+) -> std::result::Result<Option<Backlog>, Failure> {
+    let (first, last) = (seq_key(backlog.next), seq_key(backlog.last));
+    let range = (Bound::Included(&first[..]), Bound::Included(&last[..]));
+    let mut smaller = Vec::new();
+    let mut next = None;
+    for (visited, entry) in dbs.records.range(txn, &range)?.enumerate() {
+        let (key, value) = entry?;
+        let seq = parse_seq_key(key).unwrap_or(u64::MAX);
+        if visited == RECOMPRESS_PER_COMMIT {
+            next = Some(seq);
+            break;
+        }
+        if codec::dictionary_id(value).is_some() {
+            continue;
+        }
+        let Ok(canonical) = codec::decode(value, None) else { continue };
+        let rewritten = codec::encode_here(&canonical, Some(dictionary));
+        if rewritten.len() < value.len() {
+            smaller.push((seq, rewritten));
+        }
+    }
+    for (seq, value) in &smaller {
+        dbs.records.put(txn, &seq_key(*seq), value)?;
+    }
+    Ok(next.map(|next| Backlog { next, last: backlog.last }))
 }
 
 /// Appends one fragment and folds it into its trace's summary and merge state (reading what

@@ -7,12 +7,13 @@ import datetime as dt
 import io
 import json
 import re
+import select
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import flightlog
 import lmdb
@@ -513,6 +514,106 @@ def test_compact_into_a_non_empty_directory_exits_1(
 
     assert status == 1 and "not empty" in err
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
+
+
+def test_export_then_import_copies_the_traces(
+    capsys: pytest.CaptureFixture[str], known: Known, tmp_path: Path
+) -> None:
+    export = tmp_path / "traces.jsonl"
+
+    status, _, err = run(capsys, "export", "--path", str(known.path), "-o", str(export))
+    assert status == 0 and "exported 3 traces" in err
+    status, _, err = run(capsys, "import", str(export), "--path", str(tmp_path / "copy"))
+    assert status == 0 and "imported 3 traces (0 already present)" in err
+    status, out, _ = run(capsys, "import", str(export), "--path", str(tmp_path / "copy"), "--json")
+    assert status == 0 and json.loads(out) == {"logged": 0, "skipped": 3}
+
+    copy = flightlog.open(tmp_path / "copy", readonly=True)
+    with copy, flightlog.open(known.path, readonly=True) as source:
+        for trace_id in (known.ok, known.failed, known.later):
+            assert copy.get(trace_id) == source.get(trace_id)
+
+
+def test_export_writes_stdout_filtered_oldest_first(
+    capsys: pytest.CaptureFixture[str], known: Known, tmp_path: Path
+) -> None:
+    out = io.BytesIO()
+    fake_stdout = io.TextIOWrapper(out)
+    with contextlib.redirect_stdout(fake_stdout):
+        status = main(["export", "--path", str(known.path), "--agent", "planner"])
+        fake_stdout.flush()
+
+    assert status == 0
+    assert [json.loads(line)["trace_id"] for line in out.getvalue().splitlines()] == [
+        known.failed,
+        known.later,
+    ]
+
+
+def test_import_of_a_bad_file_exits_2_naming_the_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"trace_id": "' + "ab" * 16 + '", "agent_name": 5}\n')
+
+    status, _, err = run(capsys, "import", str(bad), "--path", str(tmp_path / "b"))
+
+    assert status == 2 and "line 1.agent_name" in err
+    with flightlog.open(tmp_path / "b", readonly=True) as store:
+        assert store.count() == 0
+
+
+def test_import_of_a_missing_file_exits_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, _, err = run(capsys, "import", str(tmp_path / "nope.jsonl"), "--path", str(tmp_path))
+    assert status == 1 and "cannot read" in err
+
+
+def test_tail_prints_new_traces_and_their_status_changes(tmp_path: Path) -> None:
+    path = tmp_path / "live"
+    with flightlog.open(path) as store:
+        trace_id = store.log(agent_name="live-bot", input="hi", status="running")
+    command = [sys.executable, "-m", "flightlog", "tail", "--path", str(path), "--json"]
+    with subprocess.Popen(
+        [*command, "-n", "2", "--interval", "0.05"], stdout=subprocess.PIPE, text=True
+    ) as tail:
+        try:
+            assert tail.stdout is not None
+            first = _line_within(tail.stdout, seconds=60)
+            with flightlog.open(path) as store:
+                store.log(trace_id=trace_id, agent_name="live-bot", status="succeeded")
+            second = _line_within(tail.stdout, seconds=60)
+            assert tail.wait(timeout=60) == 0
+        finally:
+            tail.kill()
+
+    assert [(line["trace_id"], line["status"]) for line in map(json.loads, [first, second])] == [
+        (trace_id, "running"),
+        (trace_id, "succeeded"),
+    ]
+
+
+def _line_within(stream: IO[str], seconds: float) -> str:
+    """The next line of a child's output; fails the test instead of hanging."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    assert ready, f"no output within {seconds} s"
+    return stream.readline()
+
+
+def test_tail_refuses_a_time_window(capsys: pytest.CaptureFixture[str], known: Known) -> None:
+    status, _, err = run(capsys, "tail", "--path", str(known.path), "--since", "1h")
+    assert status == 2 and "tail follows new traces" in err
+
+
+@pytest.mark.parametrize("args", [["--interval", "0"], ["--lag", "soon"], ["--lag", "inf"]])
+def test_tail_refuses_an_age_that_is_not_positive(
+    capsys: pytest.CaptureFixture[str], known: Known, args: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["tail", "--path", str(known.path), *args])
+    assert exited.value.code == 2
+    assert "expected a positive age like 30s or 2m" in capsys.readouterr().err
 
 
 @pytest.fixture

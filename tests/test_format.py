@@ -352,6 +352,33 @@ def test_records_compressed_with_a_trained_dictionary_decode_per_the_page(
         assert msgspec.msgpack.decode(record.decoded(), type=Trace) == expected[tid]
 
 
+def test_records_stored_before_the_dictionary_are_recompressed_with_it(
+    store: flightlog.Store, store_path: Path
+) -> None:
+    rng = random.Random(6)
+    early = store.log_many(standard_trace(rng) for _ in range(400))
+    store.flush()
+    expected = {tid: store.get(tid) for tid in early}
+    assert {read_trace_records(store_path, tid)[0].codec for tid in early[:10]} == {1}
+    deadline = time.monotonic() + 30
+    while True:
+        probe = store.log(standard_trace(rng))
+        store.flush()
+        if read_trace_records(store_path, probe)[0].codec == 2:
+            break
+        assert time.monotonic() < deadline, "no dictionary was trained"
+        time.sleep(0.05)
+    for _ in range(4):  # the backlog drains a few hundred records per batch
+        store.log(standard_trace(rng))
+        store.flush()
+    store.close()
+
+    records = {tid: read_trace_records(store_path, tid)[0] for tid in early}
+    assert {r.codec for r in records.values()} == {2}
+    for tid, record in records.items():
+        assert msgspec.msgpack.decode(record.decoded(), type=Trace) == expected[tid]
+
+
 def parse_token_block(raw: bytes, at: int) -> tuple[dict[str, int], int]:
     flags, at = raw[at], at + 1
     counts = {}

@@ -9,6 +9,7 @@ so ``flightlog --help`` stays fast and works without the ``cli`` extra.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -85,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_rm(commands)
     _add_check(commands)
     _add_compact(commands)
+    _add_export(commands)
+    _add_import(commands)
+    _add_tail(commands)
     _add_decision(commands)
     _add_decisions(commands)
     _add_tests(commands)
@@ -803,6 +807,200 @@ def _run_compact(args: argparse.Namespace) -> int:
     else:
         print(f"compacted {source} ({before / 1e6:,.1f} MB) into {dest} ({after / 1e6:,.1f} MB)")
     return 0
+
+
+# --- export / import -----------------------------------------------------------------------
+
+
+def _add_export(commands: Commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write traces as JSON Lines",
+        description="Writes every trace matching the filters as JSON Lines, oldest first: one "
+        "merged trace per line, as `flightlog show --json` prints it. `flightlog import` reads "
+        "it back.",
+    )
+    _add_filter_options(export)
+    export.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
+    )
+    _add_store_options(export)
+    export.set_defaults(run=_command(_run_export, needs_rich=False))
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from flightlog.jsonl import export_traces
+
+    with _open(args, readonly=True) as store:
+        if args.output is None:
+            written = export_traces(store, sys.stdout.buffer, **_filters(args))
+        else:
+            with open(args.output, "wb") as out:
+                written = export_traces(store, out, _progress("exported"), **_filters(args))
+    _done(f"exported {written:,} trace{'' if written == 1 else 's'}", args)
+    return 0
+
+
+def _add_import(commands: Commands) -> None:
+    import_ = commands.add_parser(
+        "import",
+        help="log the traces of a JSON Lines export",
+        description="Logs the traces of a `flightlog export` file into the store. Traces the "
+        "store already has are skipped, so an interrupted import can be run again.",
+    )
+    import_.add_argument("file", metavar="FILE", help="the export to read; - for stdin")
+    _add_store_options(import_)
+    import_.set_defaults(run=_command(_run_import, needs_rich=False))
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from flightlog.jsonl import import_traces
+
+    with contextlib.ExitStack() as stack:
+        if args.file == "-":
+            source, progress = sys.stdin.buffer, None
+        else:
+            try:
+                source = stack.enter_context(open(args.file, "rb"))
+            except OSError as exc:
+                print(f"flightlog: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+                return 1
+            progress = _progress("read", "lines")
+        with _open(args, readonly=False) as store:
+            counts = import_traces(store, source, progress)
+    if args.json:
+        _print_json(counts._asdict())
+    else:
+        _done(f"imported {counts.logged:,} traces ({counts.skipped:,} already present)", args)
+    return 0
+
+
+def _progress(verb: str, what: str = "traces") -> Callable[[int], None] | None:
+    """A progress line on stderr when it is a terminal, else nothing."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(count: int) -> None:
+        print(f"\r{verb} {count:,} {what}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _done(message: str, args: argparse.Namespace) -> None:
+    """The closing line of a long command: on stderr (stdout may carry the data)."""
+    if sys.stderr.isatty():
+        print("\r", end="", file=sys.stderr)
+    if not args.json:
+        print(message, file=sys.stderr)
+
+
+# --- tail -----------------------------------------------------------------------------------
+
+
+def _add_tail(commands: Commands) -> None:
+    tail = commands.add_parser(
+        "tail",
+        help="follow traces as they are logged",
+        description="Prints the traces matching the filters as they reach the store, and "
+        "again when their status changes (running -> succeeded), until interrupted. It "
+        "follows traces by start time: one that reaches the store more than --lag after it "
+        "started is not shown.",
+    )
+    _add_filter_options(tail)
+    tail.add_argument(
+        "--lag",
+        type=_seconds,
+        default=60.0,
+        metavar="AGE",
+        help="how long after its start a trace may arrive and still be shown (default 60s)",
+    )
+    tail.add_argument(
+        "--interval",
+        type=_seconds,
+        default=0.5,
+        metavar="AGE",
+        help="how often to look for new traces (default 0.5s)",
+    )
+    tail.add_argument("-n", "--count", type=int, metavar="N", help="stop after printing N lines")
+    _add_store_options(tail)
+    tail.set_defaults(run=_command(_run_tail, needs_rich=False))
+
+
+def _seconds(text: str) -> float:
+    """An age like ``90s``, ``2m`` or a plain number of seconds, in seconds."""
+    age = _AGE.fullmatch(text)
+    seconds = dt.timedelta(**{_AGE_UNITS[age[2]]: float(age[1])}).total_seconds() if age else None
+    if seconds is None:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive age like 30s or 2m, got {text!r}")
+    return seconds
+
+
+def _run_tail(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    if "since" in filters or "until" in filters:
+        return _usage_error("tail follows new traces: --since and --until do not apply")
+    printed = 0
+    try:
+        with _open(args, readonly=True) as store:
+            for summary in _follow(store, filters, args.lag, args.interval):
+                if args.json:
+                    print(msgspec.json.encode(summary).decode(), flush=True)
+                else:
+                    print(_tail_line(summary), flush=True)
+                printed += 1
+                if args.count is not None and printed >= args.count:
+                    break
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _follow(
+    store: flightlog.Store, filters: dict[str, Any], lag: float, interval: float
+) -> Iterator[TraceSummary]:
+    """New traces, and traces whose status changed, oldest first, forever.
+
+    Each look reads the traces that started at most ``lag`` before the newest one seen, and
+    remembers the status of those it printed for as long as they are in that window.
+    """
+    shown: dict[str, tuple[dt.datetime, object]] = {}
+    newest = dt.datetime.now(dt.timezone.utc)
+    while True:
+        since = newest - dt.timedelta(seconds=lag)
+        cursor = None
+        while True:
+            page = store.query(**filters, since=since, descending=False, limit=1000, cursor=cursor)
+            for summary in page.items:
+                if shown.get(summary.trace_id, (None, None))[1] != summary.status:
+                    shown[summary.trace_id] = (summary.timestamp, summary.status)
+                    yield summary
+                newest = max(newest, summary.timestamp)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        shown = {tid: seen for tid, seen in shown.items() if seen[0] >= since}
+        time.sleep(interval)
+
+
+def _tail_line(summary: TraceSummary) -> str:
+    status: str = summary.status if summary.status is not UNSET else "-"
+    if summary.has_errors and status != "failed":
+        status += " (errors)"
+    return "  ".join(
+        [
+            summary.timestamp.strftime("%H:%M:%S"),
+            summary.trace_id,
+            f"{summary.agent_name:<20}",
+            f"{status:<18}",
+            f"{_number(summary.latency_ms, ' ms'):>10}",
+            f"{_number(summary.cost_usd, money=True):>10}",
+        ]
+    )
 
 
 # --- decision / decisions -------------------------------------------------------------------

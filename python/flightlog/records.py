@@ -166,11 +166,33 @@ class Trace(_Record):
     redactions: int | UnsetType = UNSET
 
 
-encoder = msgspec.msgpack.Encoder()
-trace_decoder = msgspec.msgpack.Decoder(Trace)
-
-
 T = TypeVar("T")
+
+
+class LazyDecoder(Generic[T]):
+    """A msgpack decoder for one type, built on first use.
+
+    Building a msgspec ``Decoder`` resolves the annotations of every Struct the type reaches;
+    done at import for all of them, that was the largest part of ``import flightlog`` after
+    msgspec's own import, paid even by processes that only log.
+    """
+
+    __slots__ = ("_decoder", "_type")
+
+    def __init__(self, type_: Any) -> None:
+        self._type = type_
+        self._decoder: msgspec.msgpack.Decoder[T] | None = None
+
+    def decode(self, data: bytes) -> T:
+        """Decodes ``data`` as the type, building the decoder on the first call."""
+        decoder = self._decoder
+        if decoder is None:
+            decoder = self._decoder = msgspec.msgpack.Decoder(self._type)
+        return decoder.decode(data)
+
+
+encoder = msgspec.msgpack.Encoder()
+trace_decoder: LazyDecoder[Trace] = LazyDecoder(Trace)
 
 
 class _Result(Struct, kw_only=True):
@@ -311,9 +333,9 @@ class DecisionTrace(_Result):
     events: list[DecisionEvent] = field(default_factory=list)
 
 
-page_decoder = msgspec.msgpack.Decoder(Page[TraceSummary])
-stats_decoder = msgspec.msgpack.Decoder(Stats)
-check_report_decoder = msgspec.msgpack.Decoder(CheckReport)
-decision_trace_decoder = msgspec.msgpack.Decoder(DecisionTrace)
-decision_event_decoder = msgspec.msgpack.Decoder(DecisionEvent)
-decision_page_decoder = msgspec.msgpack.Decoder(Page[DecisionTrace])
+page_decoder: LazyDecoder[Page[TraceSummary]] = LazyDecoder(Page[TraceSummary])
+stats_decoder: LazyDecoder[Stats] = LazyDecoder(Stats)
+check_report_decoder: LazyDecoder[CheckReport] = LazyDecoder(CheckReport)
+decision_trace_decoder: LazyDecoder[DecisionTrace] = LazyDecoder(DecisionTrace)
+decision_event_decoder: LazyDecoder[DecisionEvent] = LazyDecoder(DecisionEvent)
+decision_page_decoder: LazyDecoder[Page[DecisionTrace]] = LazyDecoder(Page[DecisionTrace])

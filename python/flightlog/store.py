@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -43,6 +42,8 @@ from flightlog.records import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from typing_extensions import Unpack
 
 __all__ = ["Durability", "Filters", "GroupBy", "OrderBy", "Redaction", "Store", "open"]
@@ -94,7 +95,7 @@ class Store:
 
     __slots__ = ("__weakref__", "_core", "_durability", "_path", "_readonly")
 
-    def __init__(self, core: _core.Store, path: Path, durability: Durability, readonly: bool):
+    def __init__(self, core: _core.Store, path: str, durability: Durability, readonly: bool):
         self._core = core
         self._path = path
         self._durability = durability
@@ -487,6 +488,8 @@ class Store:
             StoreClosed: The store was closed.
         """
         self._core.compact(os.fspath(dest))
+        from pathlib import Path  # here, not at import: pathlib is ~10% of `import flightlog`
+
         return Path(dest)
 
     def close(self) -> None:
@@ -497,7 +500,9 @@ class Store:
     @property
     def path(self) -> Path:
         """The store directory."""
-        return self._path
+        from pathlib import Path  # here, not at import: pathlib is ~10% of `import flightlog`
+
+        return Path(self._path)
 
     @property
     def durability(self) -> Durability:
@@ -603,9 +608,9 @@ def open(
     keys, patterns = _redaction_options(redaction, redaction_keys, redaction_patterns)
     if path is None:
         path = os.environ.get("FLIGHTLOG_PATH") or DEFAULT_PATH
-    location = Path(path)
+    location = os.fspath(path)
     core = _core.Store(
-        os.fspath(location),
+        location,
         durability=durability,
         readonly=readonly,
         map_size=map_size,
