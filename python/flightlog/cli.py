@@ -1269,9 +1269,12 @@ def _print_tests(report: _TestsReport) -> None:
         if report.failures:
             console.print(_failures_table(report.failures))
         if report.unfinished:
-            console.print(
-                _tests_table("unfinished: the process died during these", report.unfinished)
+            title = (
+                "unfinished: still running, or their process died"
+                if run.status == "running"
+                else "unfinished: the process died during these"
             )
+            console.print(_tests_table(title, report.unfinished))
         console.print(_tests_table("slowest tests", report.slowest, duration=True))
         if report.costliest:
             console.print(_tests_table("tokens and cost per test", report.costliest, cost=True))
