@@ -396,7 +396,9 @@ def test_xdist_workers_record_every_test_and_counts_match_pytest(
     assert recorded.run.metadata["workers"] == 2
     finished = [t for t in recorded.tests.values() if t.status != "running"]
     assert len(finished) == 23 and len(recorded.tests) == 24
-    assert {t.metadata["worker"] for t in recorded.tests.values()} == {"gw0", "gw1"}
+    workers = {t.metadata["worker"] for t in recorded.tests.values()}
+    assert {"gw0", "gw1"} <= workers  # and gw2 when the killed worker's stand-in ran tests
+    assert all(worker.startswith("gw") for worker in workers)
     assert {t.run_id for t in recorded.tests.values()} == {recorded.run.run_id}
     died = recorded.test("test_kills_its_worker")
     assert died.status == "running" and [s.name for s in died.spans][1:] == ["setup"]
@@ -784,9 +786,10 @@ def test_tests_shows_a_runs_failures_with_messages_and_slowest_tests(
     assert failure["nodeid"] == "test_recorded.py::test_flaky"
     assert (failure["error_phase"], failure["error_type"]) == ("call", "AssertionError")
     assert failure["error_message"].startswith("odd run 1")
-    assert report["slowest"][0]["nodeid"] == "test_recorded.py::test_slow"
     durations = [t["duration_ms"] for t in report["slowest"]]
     assert durations == sorted(durations, reverse=True) and len(durations) == 3
+    slow = {t["nodeid"]: t["duration_ms"] for t in report["slowest"]}["test_recorded.py::test_slow"]
+    assert slow >= 20  # it sleeps 20 ms
 
 
 def test_tests_finds_flaky_tests_across_recent_runs(
