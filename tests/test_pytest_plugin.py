@@ -204,6 +204,9 @@ def test_the_run_trace_counts_what_pytest_counts(
 
     assert run.metadata["counts"] == pytest_counts(result)
     assert run.metadata["exit_status"] == result.ret == 1
+    result.stdout.fnmatch_lines(
+        [f"flightlog: recording run {run.run_id} into *store", f"flightlog: run {run.run_id} *"]
+    )
     assert (run.agent_name, run.status) == ("pytest-run", "failed")
     assert run.output == (
         "1 failed, 2 passed, 1 skipped, 1 xfailed, 1 xpassed, 2 errors (exit status 1)"

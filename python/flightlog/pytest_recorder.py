@@ -174,6 +174,9 @@ class Recorder:
             set_default_store(None)
         self._store.close()
 
+    def pytest_report_header(self) -> str:
+        return f"flightlog: recording run {self.run_id} into {self.path}"
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.reports_run:
             return
