@@ -5,8 +5,8 @@ of the issue with its measured figure in one table.
                               [--only NAME ...] [--skip NAME ...] [--out FILE]
 
 Each benchmark runs in its own fresh process (so that memory and import figures are its
-own), in this order: startup, ingest, threads, sustained, query (once per size in
-``--query-traces``). The full run takes hours, most of them the 10M-trace sustained run and
+own), in this order: startup, ingest, spans, threads, sustained, pytest, query (once per
+size in ``--query-traces``). The full run takes hours, most of them the 10M-trace sustained run and
 the 1M-trace query stores; ``--quick`` runs every benchmark's smoke test in about a minute.
 """
 
@@ -41,8 +41,10 @@ def _benches(args: argparse.Namespace) -> list[Bench]:
     benches = [
         Bench("startup", "bench_startup.py", common),
         Bench("ingest", "bench_ingest.py", common),
+        Bench("spans", "bench_spans.py", common),
         Bench("threads", "bench_threads.py", common),
         Bench("sustained", "bench_sustained.py", common + sustained),
+        Bench("pytest", "bench_pytest.py", common),
     ]
     sizes = [None] if args.quick else [int(n) for n in args.query_traces.split(",")]
     for size in sizes:

@@ -747,6 +747,9 @@ def test_python_values_msgspec_knows_are_stored_in_their_json_form(
             "tool_calls[0].input",
         ),
         (Trace(agent_name="a", trace_id=TID, metadata={"obj": Opaque()}), "metadata.obj"),
+        # A lone surrogate is a str Python can hold but not valid UTF-8.
+        (rec(input="half a pair: \ud800"), "input"),
+        (rec(metadata={"k": ["ok", "\udfff"]}), "metadata.k[1]"),
     ],
 )
 def test_unencodable_python_value_is_refused_with_its_path(

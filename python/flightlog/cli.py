@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import msgspec
 
 import flightlog
+from flightlog import testruns
 from flightlog.records import (
     UNSET,
     DecisionEvent,
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tail(commands)
     _add_decision(commands)
     _add_decisions(commands)
+    _add_tests(commands)
     return parser
 
 
@@ -381,7 +383,7 @@ def _span_label(span: Span) -> Text:
     from rich.text import Text
 
     label = Text()
-    label.append(f"{span.kind if span.kind is not UNSET else 'SPAN':<8}", style="dim")
+    label.append(f"{span.kind if span.kind is not UNSET else 'SPAN':<7} ", style="dim")
     label.append(span.name, style="bold")
     if span.duration_ms is not UNSET:
         label.append(f"  {span.duration_ms:,.0f} ms")
@@ -1186,5 +1188,213 @@ def _decisions_table(items: Sequence[DecisionTrace], *, more: bool) -> Table:
             item.intent,
             item.automation_mode,
             Text(item.status, style=_DECISION_STYLES[item.status]),
+        )
+    return table
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def _add_tests(commands: Commands) -> None:
+    tests = commands.add_parser(
+        "tests",
+        help="show pytest runs recorded by the flightlog plugin: failures, slowest, flaky",
+        description="Lists the recent pytest runs recorded with `pytest --flightlog`, then for "
+        "one run (the newest, or --run) its failures with their messages, tests whose process "
+        "died during them, the slowest tests and the tests' tokens and cost; then the tests "
+        "that both passed and failed across the recent runs (flaky).",
+    )
+    tests.add_argument(
+        "--run", dest="run_id", metavar="ID", help="the run to detail (default: the newest)"
+    )
+    tests.add_argument(
+        "--runs",
+        type=int,
+        default=10,
+        metavar="N",
+        help="how many recent runs to list and look for flaky tests in (1-1000)",
+    )
+    tests.add_argument(
+        "--limit", type=int, default=10, metavar="N", help="rows per list of tests (1-1000)"
+    )
+    _add_store_options(tests)
+    tests.set_defaults(run=_command(_run_tests))
+
+
+@dataclass
+class _TestsReport:
+    """What ``flightlog tests`` shows, as its ``--json`` prints it."""
+
+    runs: list[testruns.RunRecord]
+    run: testruns.RunRecord | None
+    failures: list[testruns.TestResult]
+    unfinished: list[testruns.TestResult]
+    slowest: list[testruns.TestResult]
+    costliest: list[testruns.TestResult]
+    flaky: list[testruns.FlakyTest]
+
+
+def _run_tests(args: argparse.Namespace) -> int:
+    with _open(args, readonly=True) as store:
+        runs = testruns.recent_runs(store, limit=args.runs)
+        run = testruns.find_run(store, args.run_id) if args.run_id else next(iter(runs), None)
+        if args.run_id and run is None:
+            print(f"flightlog: no pytest run {args.run_id}", file=sys.stderr)
+            return 1
+        report = _TestsReport(
+            runs=runs, run=run, failures=[], unfinished=[], slowest=[], costliest=[], flaky=[]
+        )
+        if run is not None:
+            report.failures = testruns.failed_tests(store, run.run_id, limit=args.limit)
+            report.unfinished = testruns.unfinished_tests(store, run.run_id, limit=args.limit)
+            report.slowest = testruns.slowest_tests(store, run.run_id, limit=args.limit)
+            report.costliest = testruns.costliest_tests(store, run.run_id, limit=args.limit)
+        report.flaky = testruns.flaky_tests(store, [r.run_id for r in runs])[: args.limit]
+    if args.json:
+        _print_json(report)
+    else:
+        _print_tests(report)
+    return 0
+
+
+def _print_tests(report: _TestsReport) -> None:
+    console = _console()
+    if not report.runs and report.run is None:
+        console.print("no pytest runs recorded: run pytest with --flightlog")
+        return
+    console.print(_runs_table(report.runs, wide=console.width >= _RUNS_WIDE))
+    if report.run is not None:
+        run = report.run
+        console.print(f"[bold]run {run.run_id}[/]: {run.summary or run.status}")
+        if report.failures:
+            console.print(_failures_table(report.failures))
+        if report.unfinished:
+            title = (
+                "unfinished: still running, or their process died"
+                if run.status == "running"
+                else "unfinished: the process died during these"
+            )
+            console.print(_tests_table(title, report.unfinished))
+        console.print(_tests_table("slowest tests", report.slowest, duration=True))
+        if report.costliest:
+            console.print(_tests_table("tokens and cost per test", report.costliest, cost=True))
+    if report.flaky:
+        console.print(_flaky_table(report.flaky, len(report.runs)))
+
+
+_RUNS_WIDE = 110  # terminal columns that fit the commit, tokens and cost of ``tests``
+_RUN_ID_SHOWN = 16  # a run id's time part and 16 random bits; --run takes such a prefix
+
+
+def _runs_table(runs: Sequence[testruns.RunRecord], *, wide: bool) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        title="pytest runs, newest first", title_justify="left", box=None, header_style="bold"
+    )
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("run id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("tests", min_width=20)
+    table.add_column("duration", justify="right", no_wrap=True)
+    costs = wide and any(run.total_tokens or run.cost_usd for run in runs)
+    if wide:
+        table.add_column("commit", no_wrap=True)
+    if costs:
+        table.add_column("tokens", justify="right", no_wrap=True)
+        table.add_column("cost", justify="right", no_wrap=True)
+    for run in runs:
+        row = [
+            run.started.strftime("%m-%d %H:%M"),
+            run.run_id[:_RUN_ID_SHOWN],
+            f"[{_STATUS_STYLES.get(run.status, '')}]{run.status}[/]",
+            _run_counts(run),
+            "-" if run.duration_ms is None else f"{run.duration_ms / 1000:,.1f} s",
+        ]
+        if wide:
+            row.append((run.git_commit or "-")[:10])
+        if costs:
+            row += [f"{run.total_tokens:,}", _number(run.cost_usd, money=True)]
+        table.add_row(*row)
+    return table
+
+
+def _run_counts(run: testruns.RunRecord) -> str:
+    """``6 passed, 2 failed`` with failures in red."""
+    parts = []
+    for name, count in run.counts.items():
+        part = f"{count} {name}"
+        parts.append(f"[red]{part}[/]" if name in testruns.FAILING else part)
+    return ", ".join(parts) or "-"
+
+
+def _red(count: int) -> str:
+    return f"[red]{count}[/]" if count else "0"
+
+
+def _failures_table(failures: Sequence[testruns.TestResult]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="failures", title_justify="left", box=None, header_style="bold")
+    table.add_column("test", overflow="fold")
+    for heading in ("outcome", "phase"):
+        table.add_column(heading, no_wrap=True)
+    table.add_column("error")
+    for test in failures:
+        message = (test.error_message or "").strip().splitlines()
+        error = f"{test.error_type or ''}: {message[0] if message else ''}".strip(": ")
+        table.add_row(test.nodeid, f"[red]{test.outcome}[/]", test.error_phase or "-", error)
+    return table
+
+
+def _tests_table(
+    title: str, tests: Sequence[testruns.TestResult], *, duration: bool = False, cost: bool = False
+) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=None, header_style="bold")
+    table.add_column("test", overflow="fold")
+    table.add_column("outcome", no_wrap=True)
+    if duration:
+        table.add_column("duration", justify="right", no_wrap=True)
+    if cost:
+        table.add_column("tokens", justify="right", no_wrap=True)
+        table.add_column("cost", justify="right", no_wrap=True)
+    for test in tests:
+        row = [test.nodeid, test.outcome]
+        if duration:
+            row.append(
+                _number(test.duration_ms, " ms")
+                if (test.duration_ms or 0) >= 1
+                else f"{test.duration_ms or 0:.2f} ms"
+            )
+        if cost:
+            row += [_number(test.total_tokens), _number(test.cost_usd, money=True)]
+        table.add_row(*row)
+    return table
+
+
+def _milliseconds(value: float | None) -> str:
+    """Two decimals below 10 ms, where most unit tests are; whole milliseconds above."""
+    if value is None:
+        return "-"
+    return f"{value:.2f} ms" if value < 10 else f"{value:,.0f} ms"
+
+
+def _flaky_table(flaky: Sequence[testruns.FlakyTest], runs: int) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        title=f"flaky tests: passed and failed across the last {runs} runs",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+    )
+    table.add_column("test", overflow="fold")
+    for heading in ("runs", "passed", "failed", "last"):
+        table.add_column(heading, justify="left" if heading == "last" else "right")
+    for test in flaky:
+        table.add_row(
+            test.nodeid, str(test.runs), str(test.passed), _red(test.failed), test.last_outcome
         )
     return table

@@ -25,7 +25,13 @@ def encode(record: object, root: str = "") -> bytes:
     (under ``root``)."""
     try:
         return encoder.encode(record)
-    except (TypeError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
+    except (
+        TypeError,
+        OverflowError,
+        RecursionError,
+        UnicodeEncodeError,
+        msgspec.EncodeError,
+    ) as exc:
         path, problem = _find_unencodable(record)
         if root:
             path = f"{root}.{path}" if path else root
@@ -53,7 +59,7 @@ def _find_unencodable(record: object) -> tuple[str, str]:
         if children is None:
             try:
                 encoder.encode(value)
-            except (TypeError, OverflowError, msgspec.EncodeError):
+            except (TypeError, OverflowError, UnicodeEncodeError, msgspec.EncodeError):
                 return path, ""
             continue
         pending.extend((child_path, child, depth + 1) for child_path, child in children)

@@ -8,10 +8,12 @@ __all__ = [
     "DecisionNotFound",
     "FlightlogError",
     "InvalidTransition",
+    "NoDefaultStore",
     "SecretDetected",
     "StorageError",
     "StorageFull",
     "StoreClosed",
+    "TraceNotActive",
     "TraceNotFound",
     "ValidationError",
 ]
@@ -81,3 +83,13 @@ class StorageFull(StorageError):
 
 class StoreClosed(FlightlogError):
     """The store was closed; open it again to use it."""
+
+
+class TraceNotActive(FlightlogError):
+    """A trace or span was used outside its ``with`` block: before it started, or after it
+    ended. Nothing was recorded."""
+
+
+class NoDefaultStore(FlightlogError, LookupError):
+    """``flightlog.trace()`` or ``@flightlog.traced`` needed the default store, but none is set
+    (call :func:`flightlog.set_default_store`, or set ``$FLIGHTLOG_PATH``)."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import msgspec
 
-from flightlog import _core
+from flightlog import _core, instrument
 from flightlog.decision import Decision
 from flightlog.encoding import encode, type_error
 from flightlog.errors import DecisionClosed, StorageError, ValidationError
@@ -128,7 +128,12 @@ class Store:
             raise TypeError("log() takes a trace or keyword fields, not both")
         else:
             record = trace
-        return self._core.log(encode(record))
+        capture = instrument.capturing.get()
+        if capture is None or capture.store is not self:
+            return self._core.log(encode(record))
+        trace_id = self._core.log(encode(capture.claim(record)))
+        capture.collect(trace_id)
+        return trace_id
 
     def log_many(self, traces: Iterable[Trace | Mapping[str, Any]]) -> list[str]:
         """Validates several traces in one pass and queues them in one hand-off.
@@ -144,7 +149,41 @@ class Store:
             SecretDetected: ``redaction="reject"`` found a secret in some trace; nothing
                 was stored.
         """
-        return self._core.log_many(encode(list(traces)))
+        records = list(traces)
+        capture = instrument.capturing.get()
+        if capture is None or capture.store is not self:
+            return self._core.log_many(encode(records))
+        trace_ids = self._core.log_many(encode([capture.claim(r) for r in records]))
+        for trace_id in trace_ids:
+            capture.collect(trace_id)
+        return trace_ids
+
+    def trace(self, agent_name: str, **fields: Any) -> instrument.ActiveTrace:
+        """Starts recording a trace; use it in a ``with`` block.
+
+        Entering the block logs a ``running`` fragment (so a process that dies inside it
+        leaves evidence, durable as this store's durability makes it); leaving it logs the
+        final fragment under the same trace id: ``output`` (set ``t.output``), latency,
+        ``ended_at``, every span, tool call and usage, and status ``succeeded``, or
+        ``failed`` with ``metadata["error"] = {"type", "message"}`` when an exception left
+        the block (it propagates). See :class:`flightlog.ActiveTrace`.
+
+        Args:
+            agent_name: The agent (1..256 characters).
+            **fields: Other trace fields for the ``running`` fragment: ``input``,
+                ``framework``, ``run_id``, ``request_id``, ``session_id``, ``metadata``,
+                ``tags``, ``trace_id`` (to update a trace you name; minted otherwise), ...
+                ``status``, ``latency_ms``, ``ended_at``, ``token_usage`` and ``cost_usd``
+                are set by the trace itself (use ``t.usage(...)`` for usage).
+
+        Returns:
+            An :class:`flightlog.ActiveTrace`, not yet started.
+
+        Raises:
+            ValidationError: A field set by the trace itself was given, or (on entering the
+                block) the core refused a field; nothing was stored.
+        """
+        return instrument.ActiveTrace(self, agent_name, fields)
 
     def flush(self, timeout: float | None = None) -> None:
         """Waits until everything logged so far is durable.
