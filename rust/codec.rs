@@ -8,8 +8,7 @@
 
 use std::cell::RefCell;
 
-use zstd::dict::{DecoderDictionary, EncoderDictionary};
-use zstd::zstd_safe::{CCtx, DCtx};
+use zstd::zstd_safe::{CCtx, CDict, DCtx, DDict};
 
 /// First byte of every record value.
 const VERSION: u8 = 1;
@@ -39,17 +38,21 @@ const DICTIONARY_BYTES: usize = 64 << 10;
 /// A trained dictionary, prepared for both directions.
 pub struct Dictionary {
     pub id: u32,
-    compress: EncoderDictionary<'static>,
-    decompress: DecoderDictionary<'static>,
+    compress: CDict<'static>,
+    decompress: DDict<'static>,
 }
 
 impl Dictionary {
-    pub fn new(id: u32, raw: &[u8]) -> Dictionary {
-        Dictionary {
+    /// Prepares stored dictionary bytes. They are read from disk, so they may be anything:
+    /// zstd refusing them is an error, never a panic (the `zstd` crate's own dictionary
+    /// constructors panic when zstd returns null).
+    pub fn new(id: u32, raw: &[u8]) -> Result<Dictionary, String> {
+        let unusable = || format!("dicts[{id}] is not a usable zstd dictionary");
+        Ok(Dictionary {
             id,
-            compress: EncoderDictionary::copy(raw, DICT_LEVEL),
-            decompress: DecoderDictionary::copy(raw),
-        }
+            compress: CDict::try_create(raw, DICT_LEVEL).ok_or_else(unusable)?,
+            decompress: DDict::try_create(raw).ok_or_else(unusable)?,
+        })
     }
 
     /// Trains a dictionary on sample records; `None` if zstd finds too little in common.
@@ -80,7 +83,7 @@ impl Encoder {
                 Some(dict) => self.context.compress_using_cdict(
                     &mut value[header..],
                     canonical,
-                    dict.compress.as_cdict(),
+                    &dict.compress,
                 ),
                 None => self.context.compress(&mut value[header..], canonical, LEVEL),
             };
@@ -159,7 +162,7 @@ pub fn decode(value: &[u8], dictionary: Option<&Dictionary>) -> Result<Vec<u8>, 
                     context.borrow_mut().decompress_using_ddict(
                         &mut raw,
                         &value[DICT_HEADER..],
-                        dict.decompress.as_ddict(),
+                        &dict.decompress,
                     )
                 })
                 .map_err(|code| format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))?;
@@ -191,7 +194,7 @@ mod tests {
     #[test]
     fn values_round_trip_raw_compressed_and_with_a_dictionary() {
         let samples: Vec<_> = (0..300).map(trace_like).collect();
-        let dict = Dictionary::new(7, &Dictionary::train(&samples).expect("trainable"));
+        let dict = Dictionary::new(7, &Dictionary::train(&samples).expect("trainable")).unwrap();
         let mut encoder = Encoder::default();
         for raw in [b"tiny".to_vec(), Vec::new(), trace_like(1000)] {
             for dictionary in [None, Some(&dict)] {
@@ -214,8 +217,8 @@ mod tests {
     #[test]
     fn a_value_needing_a_missing_dictionary_is_an_error() {
         let samples: Vec<_> = (0..300).map(trace_like).collect();
-        let dict = Dictionary::new(7, &Dictionary::train(&samples).unwrap());
-        let other = Dictionary::new(8, &Dictionary::train(&samples).unwrap());
+        let dict = Dictionary::new(7, &Dictionary::train(&samples).unwrap()).unwrap();
+        let other = Dictionary::new(8, &Dictionary::train(&samples).unwrap()).unwrap();
         let value = Encoder::default().encode(&trace_like(5), Some(&dict));
         assert!(decode(&value, None).unwrap_err().contains("dictionary 7"));
         assert!(decode(&value, Some(&other)).unwrap_err().contains("dictionary 7"));
@@ -224,7 +227,7 @@ mod tests {
     #[test]
     fn corrupt_values_are_errors_not_panics() {
         let samples: Vec<_> = (0..300).map(trace_like).collect();
-        let dict = Dictionary::new(1, &Dictionary::train(&samples).unwrap());
+        let dict = Dictionary::new(1, &Dictionary::train(&samples).unwrap()).unwrap();
         let mut encoder = Encoder::default();
         for good in
             [encoder.encode(&trace_like(9), None), encoder.encode(&trace_like(9), Some(&dict))]

@@ -7,6 +7,7 @@ pub mod decision;
 pub mod error;
 pub mod fork;
 pub mod ids;
+pub mod killpoint;
 pub mod merge;
 pub mod msgpack;
 pub mod query;

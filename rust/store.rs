@@ -226,7 +226,7 @@ impl Core {
             .get(txn, &id.to_be_bytes())
             .map_err(|e| Error::storage("reading a dictionary", e))?
             .ok_or_else(|| Error::Corrupt(format!("dicts[{id}] is missing")))?;
-        let loaded = Arc::new(Dictionary::new(id, raw));
+        let loaded = Arc::new(Dictionary::new(id, raw).map_err(Error::Corrupt)?);
         self.dictionaries
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -292,6 +292,21 @@ impl Core {
             .map_err(|e| Error::storage("growing the LMDB map", e))
     }
 
+    /// What a failed write transaction means for the caller. LMDB reports a short write as
+    /// EIO, and a write that runs out of room part-way through a run of pages is exactly
+    /// that: so an EIO while the file system is out of space, or the file has reached this
+    /// process's RLIMIT_FSIZE, is `StorageFull` ("free space, then retry"), not an I/O error.
+    pub fn write_failure(&self, context: &str, err: heed::Error) -> Error {
+        let short_write =
+            matches!(&err, heed::Error::Io(io) if io.raw_os_error() == Some(libc::EIO));
+        if short_write {
+            if let Some(why) = out_of_room(self.env().path()) {
+                return Error::StorageFull(format!("{context}: {why}"));
+            }
+        }
+        Error::storage(context, err)
+    }
+
     /// Adopts the map size another process set (after MDB_MAP_RESIZED).
     pub fn adopt_map_size(&self) -> Result<()> {
         let _exclusive = self.resize.write().unwrap_or_else(|e| e.into_inner());
@@ -337,9 +352,14 @@ struct RegistryEntry {
     generation: u64,
 }
 
-/// One environment per canonical path per process: LMDB must never open a file twice in
-/// one process (its locks are per process).
-static REGISTRY: Mutex<Option<HashMap<PathBuf, RegistryEntry>>> = Mutex::new(None);
+/// One environment per store directory per process: LMDB must never open a file twice in
+/// one process (its locks are per process). Keyed by the directory's device and inode, which
+/// every path to it shares: symlinks and `..` (which the canonical path would resolve too),
+/// and also bind mounts and other mount points of the same file system (which it would not).
+static REGISTRY: Mutex<Option<HashMap<DirectoryId, RegistryEntry>>> = Mutex::new(None);
+
+/// A directory's (device, inode).
+type DirectoryId = (u64, u64);
 
 /// A handle on an open store. Cheap to clone; the environment closes when the last handle
 /// of this process is dropped.
@@ -354,10 +374,11 @@ impl Store {
     /// Opens (creating unless read-only) the store directory at `path`.
     pub fn open(path: &Path, options: Options) -> Result<Store> {
         let path = prepare_directory(path, options.readonly)?;
+        let id = directory_id(&path)?;
         let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         let registry = registry.get_or_insert_with(HashMap::new);
         let generation = fork::generation();
-        if let Some(entry) = registry.get(&path) {
+        if let Some(entry) = registry.get(&id) {
             if entry.generation == generation {
                 if let Some(env) = entry.env.upgrade() {
                     if env.writer.is_none() && !options.readonly {
@@ -375,7 +396,7 @@ impl Store {
         }
         let env = Arc::new(open_environment(&path, &options, generation)?);
         registry.insert(
-            path.clone(),
+            id,
             RegistryEntry {
                 env: Arc::downgrade(&env),
                 core: Arc::downgrade(&env.core),
@@ -677,6 +698,13 @@ fn prepare_directory(path: &Path, readonly: bool) -> Result<PathBuf> {
     Ok(canonical)
 }
 
+fn directory_id(path: &Path) -> Result<DirectoryId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Storage(format!("cannot open the store at {}: {e}", path.display())))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
 fn open_environment(path: &Path, options: &Options, generation: u64) -> Result<Environment> {
     let page = page_size();
     let map_size = options.map_size.max(page).div_ceil(page) * page;
@@ -793,7 +821,7 @@ fn newest_dictionary(env: &Env<WithoutTls>, dbs: &Databases) -> Result<Option<Di
         .try_into()
         .map(u32::from_be_bytes)
         .map_err(|_| Error::Corrupt(format!("dicts key {} is not 4 bytes", to_hex(key))))?;
-    Ok(Some(Dictionary::new(id, raw)))
+    Dictionary::new(id, raw).map(Some).map_err(Error::Corrupt)
 }
 
 fn check_format(found: &[u8]) -> Result<()> {
@@ -805,6 +833,37 @@ fn check_format(found: &[u8]) -> Result<()> {
         String::from_utf8_lossy(found),
         String::from_utf8_lossy(FORMAT)
     )))
+}
+
+/// Why a write into the store at `dir` cannot fit, if it cannot: fewer free bytes on its
+/// file system than a few pages, or data.mdb within a page of the file-size limit.
+fn out_of_room(dir: &Path) -> Option<String> {
+    let page = page_size() as u64;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `c_dir` is a valid C string and `stat` is writable memory of the right type.
+    if unsafe { libc::statvfs(c_dir.as_ptr(), stat.as_mut_ptr()) } == 0 {
+        // SAFETY: statvfs succeeded, so it initialized `stat`.
+        let stat = unsafe { stat.assume_init() };
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < 4 * page {
+            return Some(format!("no space left on device ({free} bytes free)"));
+        }
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is writable memory of the right type.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+    {
+        let size = std::fs::metadata(dir.join("data.mdb")).map(|m| m.len()).unwrap_or(0);
+        if size.saturating_add(page) > limit.rlim_cur {
+            return Some(format!(
+                "file size limit exceeded (data.mdb is {size} bytes, RLIMIT_FSIZE {})",
+                limit.rlim_cur
+            ));
+        }
+    }
+    None
 }
 
 fn page_size() -> usize {

@@ -20,6 +20,7 @@ use crate::decision::DecisionJob;
 use crate::error::{Error, Result};
 use crate::fork;
 use crate::ids::TraceId;
+use crate::killpoint::{KillPoints, Point};
 use crate::merge::{Contribution, MergeState};
 use crate::store::{check_updates, parse_seq_key, seq_key, Core, Databases};
 use crate::summary::Summary;
@@ -223,7 +224,7 @@ impl Writer {
             capacity: capacity.max(1),
             queued: AtomicUsize::new(0),
         });
-        let writer_loop = WriterLoop::new(core, Arc::clone(&queue), retention);
+        let writer_loop = WriterLoop::new(core, Arc::clone(&queue), retention)?;
         let thread = std::thread::Builder::new()
             .name("flightlog-writer".into())
             .spawn(move || writer_loop.run())
@@ -302,6 +303,8 @@ struct WriterLoop {
     backlog: Option<Backlog>,
     retention: Retention,
     last_sweep: Instant,
+    /// Test-only crash injection (see killpoint.rs); disarmed unless its variable is set.
+    kill_points: KillPoints,
 }
 
 /// The records keys `next..=last` may hold values compressed without the dictionary.
@@ -344,13 +347,13 @@ enum Training {
 }
 
 impl WriterLoop {
-    fn new(core: Arc<Core>, queue: Arc<Queue>, retention: Retention) -> Self {
+    fn new(core: Arc<Core>, queue: Arc<Queue>, retention: Retention) -> Result<Self> {
         let training = if core.active_dictionary().is_some() {
             Training::Done
         } else {
             Training::Collecting { samples: Vec::new(), bytes: 0 }
         };
-        WriterLoop {
+        Ok(WriterLoop {
             core,
             queue,
             no_sync: false,
@@ -360,7 +363,8 @@ impl WriterLoop {
             backlog: None,
             retention,
             last_sweep: Instant::now(),
-        }
+            kill_points: KillPoints::from_env()?,
+        })
     }
 
     fn run(mut self) {
@@ -390,10 +394,10 @@ impl WriterLoop {
         }
     }
 
+    /// Tells every job of a committed (or failed) batch its outcome. A failure goes to the
+    /// callers waiting for it, and is kept for the next flush only for those that did not
+    /// wait: a `sync` caller that got its error must not see it again from `flush()`.
     fn complete(&mut self, jobs: &[Job], outcome: Result<()>) {
-        if let Err(err) = &outcome {
-            self.unreported.get_or_insert_with(|| err.clone());
-        }
         for job in jobs {
             match job {
                 Job::Append { done, refused, .. } => {
@@ -527,7 +531,9 @@ impl WriterLoop {
         let core = Arc::clone(&self.core);
         let backlog = self.backlog;
         let mut left = backlog;
+        let kill_points = &self.kill_points;
         self.write("writing a batch of traces", |dbs, txn| {
+            kill_points.reach(Point::BeforePut);
             // Read the last key inside the transaction: other processes append to this store.
             let mut seq = match dbs.records.last(txn)? {
                 Some((key, _)) => parse_seq_key(key).unwrap_or(0),
@@ -554,9 +560,11 @@ impl WriterLoop {
             if let (Some(backlog), Some(dictionary)) = (backlog, dictionary.as_deref()) {
                 left = recompress(dbs, txn, backlog, dictionary)?;
             }
+            kill_points.reach(Point::AfterPut);
             Ok(())
         })?;
         self.backlog = left;
+        self.kill_points.reach(Point::AfterCommit);
         Ok(())
     }
 
@@ -607,8 +615,8 @@ impl WriterLoop {
             last = dbs.records.last(txn)?.and_then(|(key, _)| parse_seq_key(key));
             Ok(dbs.dicts.put(txn, &id.to_be_bytes(), &raw)?)
         });
-        if stored.is_ok() {
-            self.core.activate(Arc::new(Dictionary::new(id, &raw)));
+        if let (Ok(()), Ok(dictionary)) = (stored, Dictionary::new(id, &raw)) {
+            self.core.activate(Arc::new(dictionary));
             self.backlog = last.map(|last| Backlog { next: 0, last });
         }
     }
@@ -635,7 +643,7 @@ impl WriterLoop {
                 Err(Failure::Lmdb(heed::Error::Mdb(heed::MdbError::MapResized))) => {
                     self.core.adopt_map_size()?
                 }
-                Err(Failure::Lmdb(err)) => return Err(Error::storage(context, err)),
+                Err(Failure::Lmdb(err)) => return Err(self.core.write_failure(context, err)),
                 Err(Failure::Other(err)) => return Err(err),
                 Ok(()) => return Ok(()),
             }

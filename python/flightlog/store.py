@@ -206,11 +206,20 @@ class Store:
         Raises:
             ValidationError: ``trace_id`` is not 32 lowercase hex characters.
             TraceNotFound: No such trace is stored.
+            StorageError: The trace's stored bytes are damaged.
         """
         fragments = self._core.fragments(_checked_trace_id(trace_id))
-        if len(fragments) == 1:
-            return trace_decoder.decode(fragments[0])
-        return merge_fragments([trace_decoder.decode(f) for f in fragments])
+        try:
+            if len(fragments) == 1:
+                return trace_decoder.decode(fragments[0])
+            return merge_fragments([trace_decoder.decode(f) for f in fragments])
+        except (msgspec.DecodeError, UnicodeDecodeError) as err:
+            # The core stores only records it validated: bytes that do not decode now were
+            # damaged on disk (LMDB keeps no checksums).
+            raise StorageError(
+                f"trace {trace_id} is corrupt: a stored fragment does not decode ({err}); "
+                "`flightlog check` lists the damage"
+            ) from err
 
     def query(
         self,
