@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{new_ulid, parse_crockford, parse_trace_id, to_crockford, to_hex};
 use crate::msgpack::{write_array_header, write_bool, write_nil, write_str, Reader, Token};
+use crate::redact::Redaction;
 use crate::store::{Databases, Store};
 use crate::time::Timestamp;
 use crate::writer::Failure;
@@ -256,6 +257,33 @@ impl EventFields {
         }
     }
 
+    /// Redacts the secrets of its free text (or refuses them, rejecting) before anything is
+    /// hashed: a hash over a secret would pin it. Ids, enumerations and `by` are identifiers
+    /// and are not scanned, as a trace's are not.
+    fn clean(&mut self, redaction: &Redaction) -> Result<()> {
+        let mut secrets = Vec::new();
+        let texts = [
+            ("purpose", &mut self.purpose),
+            ("data_ref", &mut self.data_ref),
+            ("rationale", &mut self.rationale),
+            ("summary", &mut self.summary),
+            ("reason", &mut self.reason),
+        ];
+        for (path, text) in texts {
+            if let Some(text) = text {
+                redaction.clean_text(path, text, &mut secrets);
+            }
+        }
+        for (path, value) in
+            [("mutation_summary", &mut self.mutation_summary), ("context", &mut self.context)]
+        {
+            if let Some(value) = value {
+                redaction.clean_value(path, value, &mut secrets);
+            }
+        }
+        refuse_secrets(secrets)
+    }
+
     fn idempotency_key(&self, kind: Kind) -> Option<&str> {
         (kind == Kind::Write).then_some(self.idempotency_key.as_deref()).flatten()
     }
@@ -303,6 +331,14 @@ fn value_problem(bytes: &[u8], map: bool) -> Option<String> {
     }
 }
 
+fn refuse_secrets(secrets: Vec<FieldError>) -> Result<()> {
+    if secrets.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::SecretDetected(secrets))
+    }
+}
+
 /// What `open_decision` records: the envelope's fixed fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenRequest {
@@ -343,6 +379,16 @@ impl OpenRequest {
             Some(mode) if errors.is_empty() => Ok(mode),
             _ => Err(Error::Validation(errors)),
         }
+    }
+
+    /// Redacts (or refuses) the secrets of `intent` and `metadata`, as events' are.
+    fn clean(&mut self, redaction: &Redaction) -> Result<()> {
+        let mut secrets = Vec::new();
+        redaction.clean_text("intent", &mut self.intent, &mut secrets);
+        if let Some(metadata) = &mut self.metadata {
+            redaction.clean_value("metadata", metadata, &mut secrets);
+        }
+        refuse_secrets(secrets)
     }
 }
 
@@ -959,8 +1005,9 @@ pub struct DecisionQuery {
 
 impl Store {
     /// Opens a decision (recording its `open` event durably); returns its id.
-    pub fn open_decision(&self, request: &OpenRequest) -> Result<String> {
+    pub fn open_decision(&self, mut request: OpenRequest) -> Result<String> {
         let mode = request.validate()?;
+        request.clean(&self.options().redaction)?;
         let id = new_ulid();
         let envelope = Envelope {
             status: Status::Open,
@@ -969,11 +1016,11 @@ impl Store {
             last_hash: GENESIS,
             created_us: 0,
             last_us: 0,
-            agent: request.agent.clone(),
-            intent: request.intent.clone(),
-            metadata: request.metadata.clone(),
-            trace_id: request.trace_id.clone(),
-            run_id: request.run_id.clone(),
+            agent: request.agent,
+            intent: request.intent,
+            metadata: request.metadata,
+            trace_id: request.trace_id,
+            run_id: request.run_id,
         };
         self.decide(DecisionJob::Open { id, envelope: Box::new(envelope) })?;
         Ok(decision_id_text(&id))
@@ -986,7 +1033,7 @@ impl Store {
         decision_id: &str,
         agent: &str,
         kind: &str,
-        fields: EventFields,
+        mut fields: EventFields,
     ) -> Result<Vec<u8>> {
         let id = parse_decision_id(decision_id)?;
         check_agent(agent)?;
@@ -994,6 +1041,7 @@ impl Store {
             Error::validation("type", format!("{kind:?} is not an event type one can record"))
         })?;
         fields.validate(kind)?;
+        fields.clean(&self.options().redaction)?;
         let job =
             DecisionJob::Event { id, agent: agent.to_owned(), kind, fields: Box::new(fields) };
         let seq = self.decide(job)? as u32;

@@ -280,7 +280,7 @@ impl PyStore {
         let request =
             OpenRequest { agent, intent, mode: automation_mode, metadata, trace_id, run_id };
         let store = self.store()?;
-        py.detach(|| store.open_decision(&request)).map_err(to_py_err)
+        py.detach(|| store.open_decision(request)).map_err(to_py_err)
     }
 
     /// Records one decision event durably; returns it as msgpack. `mutation_summary` and

@@ -21,6 +21,7 @@ use aho_corasick::{AhoCorasick, Input, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::error::FieldError;
+use crate::msgpack::{self, DecodeError, Reader, Token};
 
 /// What replaces a value under a secret-looking key name.
 pub const REDACTED: &str = "[REDACTED]";
@@ -541,6 +542,179 @@ fn ends_with_word(key: &[u8], name: &[u8]) -> bool {
     }
 }
 
+/// Redaction of values outside a trace (a decision's fields), field by field: in `redact`
+/// mode the value is rewritten in place, in `reject` mode each secret is reported under the
+/// value's path, and with redaction off nothing happens.
+impl Redaction {
+    /// Cleans one free-text string stored under `path`.
+    pub fn clean_text(&self, path: &str, text: &mut String, secrets: &mut Vec<FieldError>) {
+        let Some(found) = self.scan(text.as_bytes()).and_then(|mut scan| scan.text(0, text)) else {
+            return;
+        };
+        if self.mode == Mode::Reject {
+            secrets.extend(found.kinds.iter().map(|kind| FieldError::secret(path, kind)));
+        } else {
+            *text = found.text;
+        }
+    }
+
+    /// Cleans one msgpack value stored under `path`, which must be well formed (validated
+    /// before): its strings are scanned like a trace's metadata, and the value under a
+    /// secret-looking key is replaced whole. Map keys are not scanned.
+    pub fn clean_value(&self, path: &str, value: &mut Vec<u8>, secrets: &mut Vec<FieldError>) {
+        let Some(scan) = self.scan(value) else { return };
+        let mut walk = LooseWalk {
+            scan,
+            reject: self.mode == Mode::Reject,
+            reader: Reader::new(value),
+            frames: Vec::new(),
+            patches: Vec::new(),
+            secrets,
+            root: path,
+        };
+        if walk.run().is_err() {
+            return;
+        }
+        let patches = std::mem::take(&mut walk.patches);
+        if patches.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(value.len());
+        let mut copied = 0;
+        for (range, bytes) in patches {
+            out.extend_from_slice(&value[copied..range.start]);
+            out.extend_from_slice(&bytes);
+            copied = range.end;
+        }
+        out.extend_from_slice(&value[copied..]);
+        *value = out;
+    }
+}
+
+/// An open container of a loose value, during [`LooseWalk`].
+struct Frame {
+    /// Tokens still to come: two per map entry.
+    left: u64,
+    map: bool,
+    /// Where the value being read sits in this container: its key, or its index.
+    child: String,
+    next_index: usize,
+}
+
+/// One pass over a loose msgpack value, in input order (as [`Scan::text`] needs), without
+/// recursion: a caller's nesting cannot overflow the stack.
+struct LooseWalk<'r, 'v, 's> {
+    scan: Scan<'r>,
+    reject: bool,
+    reader: Reader<'v>,
+    frames: Vec<Frame>,
+    /// Replacements by input range, in input order, never overlapping.
+    patches: Vec<(Range<usize>, Vec<u8>)>,
+    secrets: &'s mut Vec<FieldError>,
+    root: &'s str,
+}
+
+impl LooseWalk<'_, '_, '_> {
+    fn run(&mut self) -> Result<(), DecodeError> {
+        let start = self.reader.position();
+        let root = self.reader.read_token()?;
+        self.value(start, root, false)?;
+        let mut under_secret_key = false;
+        while let Some(frame) = self.frames.last_mut() {
+            if frame.left == 0 {
+                self.frames.pop();
+                continue;
+            }
+            let start = self.reader.position();
+            let token = self.reader.read_token()?;
+            frame.left -= 1;
+            if frame.map && frame.left % 2 == 1 {
+                frame.child = match token {
+                    Token::Str(key) => String::from_utf8_lossy(key).into_owned(),
+                    other => format!("<{} key>", other.kind()),
+                };
+                under_secret_key = matches!(token, Token::Str(key)
+                    if std::str::from_utf8(key).is_ok_and(|k| self.scan.is_secret_key(k)));
+                self.reader.skip_contents(&token)?;
+                continue;
+            }
+            if !frame.map {
+                frame.child = format!("[{}]", frame.next_index);
+                frame.next_index += 1;
+            }
+            self.value(start, token, std::mem::take(&mut under_secret_key))?;
+        }
+        Ok(())
+    }
+
+    /// Handles a value whose first token, starting at `start`, was just read.
+    fn value(&mut self, start: usize, token: Token<'_>, secret: bool) -> Result<(), DecodeError> {
+        if secret {
+            let nothing_to_hide = match token {
+                Token::Nil => true,
+                Token::Str(b) => b.is_empty() || b == REDACTED.as_bytes(),
+                _ => false,
+            };
+            self.reader.skip_contents(&token)?;
+            if !nothing_to_hide {
+                let end = self.reader.position();
+                self.replace(start..end, REDACTED, KEY_NAME);
+            }
+            return Ok(());
+        }
+        match token {
+            Token::Str(bytes) => {
+                let end = self.reader.position();
+                let at = end - bytes.len();
+                let Ok(text) = std::str::from_utf8(bytes) else { return Ok(()) };
+                if let Some(found) = self.scan.text(at, text) {
+                    if self.reject {
+                        let path = self.path();
+                        self.secrets
+                            .extend(found.kinds.iter().map(|k| FieldError::secret(&path, k)));
+                    } else {
+                        let mut encoded = Vec::with_capacity(found.text.len() + 5);
+                        msgpack::write_str(&mut encoded, &found.text);
+                        self.patches.push((start..end, encoded));
+                    }
+                }
+            }
+            Token::Array(n) | Token::Map(n) if n > 0 => {
+                let map = matches!(token, Token::Map(_));
+                let left = u64::from(n) << u32::from(map);
+                self.frames.push(Frame { left, map, child: String::new(), next_index: 0 });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self, range: Range<usize>, with: &str, kind: &str) {
+        if self.reject {
+            let path = self.path();
+            self.secrets.push(FieldError::secret(path, kind));
+        } else {
+            let mut encoded = Vec::with_capacity(with.len() + 1);
+            msgpack::write_str(&mut encoded, with);
+            self.patches.push((range, encoded));
+        }
+    }
+
+    /// The path of the value being read: `context.db[2].password`.
+    fn path(&self) -> String {
+        let mut path = self.root.to_owned();
+        for frame in &self.frames {
+            if !frame.map {
+                path.push_str(&frame.child);
+            } else {
+                path.push('.');
+                path.push_str(&frame.child);
+            }
+        }
+        path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,6 +1058,102 @@ mod tests {
         assert!(parse(&many).contains("more than 64 rules"));
         assert!(parse("a k Sk- 0 x").contains("keyword \"Sk-\" must be lowercase"));
         assert!(parse("a k sk-,sk-ant 0 x").contains("keyword \"sk-\" starts keyword \"sk-ant\""));
+    }
+
+    /// `{"db": {"url": .., "password": ..}, "notes": [.., ..]}`, hand-encoded.
+    fn loose_value(url: &str, password: &str, notes: [&str; 2]) -> Vec<u8> {
+        let mut out = vec![0x82];
+        msgpack::write_str(&mut out, "db");
+        out.push(0x82);
+        for (key, value) in [("url", url), ("password", password)] {
+            msgpack::write_str(&mut out, key);
+            msgpack::write_str(&mut out, value);
+        }
+        msgpack::write_str(&mut out, "notes");
+        msgpack::write_array_header(&mut out, 2);
+        for note in notes {
+            msgpack::write_str(&mut out, note);
+        }
+        out
+    }
+
+    #[test]
+    fn a_loose_value_is_redacted_at_any_depth_and_under_secret_keys() {
+        let key = format!("sk-proj-{}", alnum(40));
+        let mut value =
+            loose_value("postgres://app:hunter2@db/x", "pw1", ["fine", &format!("use {key}")]);
+        let mut secrets = Vec::new();
+        Redaction::default().clean_value("context", &mut value, &mut secrets);
+        assert!(secrets.is_empty());
+        let expected = loose_value(
+            "postgres://app:[REDACTED:url_password]@db/x",
+            REDACTED,
+            ["fine", "use [REDACTED:openai_api_key]"],
+        );
+        assert_eq!(value, expected);
+    }
+
+    #[test]
+    fn rejecting_a_loose_value_names_each_secret_by_path_and_changes_nothing() {
+        let key = format!("sk-proj-{}", alnum(40));
+        let original = loose_value("postgres://app:hunter2@db/x", "pw1", ["fine", &key]);
+        let mut value = original.clone();
+        let mut secrets = Vec::new();
+        let reject = Redaction::new(Mode::Reject, &[], &[]).unwrap();
+        reject.clean_value("context", &mut value, &mut secrets);
+        assert_eq!(value, original);
+        let found: Vec<(String, Option<String>)> =
+            secrets.into_iter().map(|e| (e.path, e.kind)).collect();
+        assert_eq!(
+            found,
+            [
+                ("context.db.url".to_owned(), Some("url_password".to_owned())),
+                ("context.db.password".to_owned(), Some(KEY_NAME.to_owned())),
+                ("context.notes[1]".to_owned(), Some("openai_api_key".to_owned())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_clean_or_unscanned_loose_value_is_left_alone() {
+        let clean = loose_value("https://example.com/a", "", ["fine", "[REDACTED]"]);
+        for mode in [Mode::Redact, Mode::Reject, Mode::Off] {
+            let mut value = clean.clone();
+            let mut secrets = Vec::new();
+            Redaction::new(mode, &[], &[]).unwrap().clean_value("m", &mut value, &mut secrets);
+            assert_eq!((value, secrets), (clean.clone(), Vec::new()));
+        }
+        let secret = loose_value("postgres://app:hunter2@db/x", "pw1", ["a", "b"]);
+        let mut value = secret.clone();
+        let mut secrets = Vec::new();
+        let off = Redaction::new(Mode::Off, &[], &[]).unwrap();
+        off.clean_value("m", &mut value, &mut secrets);
+        assert_eq!((value, secrets), (secret, Vec::new()));
+    }
+
+    #[test]
+    fn deep_loose_values_do_not_overflow_the_stack() {
+        let depth = 200_000;
+        let mut value = vec![0x91; depth];
+        msgpack::write_str(&mut value, "postgres://app:hunter2@db/x");
+        let mut secrets = Vec::new();
+        Redaction::default().clean_value("context", &mut value, &mut secrets);
+        assert_eq!(&value[..depth], &vec![0x91; depth][..]);
+        assert!(value.ends_with(b"[REDACTED:url_password]@db/x"));
+    }
+
+    #[test]
+    fn loose_text_is_redacted_or_reported() {
+        let mut text = "token ghp_".to_owned() + &alnum(36);
+        let mut secrets = Vec::new();
+        Redaction::new(Mode::Reject, &[], &[]).unwrap().clean_text(
+            "reason",
+            &mut text,
+            &mut secrets,
+        );
+        assert_eq!(secrets, [FieldError::secret("reason", "github_token")]);
+        Redaction::default().clean_text("reason", &mut text, &mut secrets);
+        assert_eq!(text, "token [REDACTED:github_token]");
     }
 
     /// `cargo test --release -- --ignored --nocapture keyword_scan_timing`

@@ -32,6 +32,7 @@ BASE32 = string.ascii_uppercase + "234567"
 # The longest replacement the built-in rules write, "[REDACTED:huggingface_token]", and
 # then some: what one redaction may add to a text at most.
 MAX_MARKER = 32
+MAX_NAME = 256  # characters of a decision's intent, purpose or data_ref
 
 
 class Example(NamedTuple):
@@ -527,3 +528,101 @@ def test_any_text_is_stored_valid_and_at_most_a_little_longer(
         assert got["metadata"]["v"] == value
     encoded = json.dumps(got["metadata"]["v"])
     assert len(encoded) <= len(json.dumps(value)) + MAX_MARKER * encoded.count("[REDACTED")
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+def record_everywhere(store: flightlog.Store, text: str) -> flightlog.Decision:
+    """A committed decision holding ``text`` (in prose) in every free-text field; in those
+    limited to a name's length (intent, purpose, data_ref) only when it fits."""
+    said = prose(text)
+    name = fitting(said)
+    nested = {"deploy": {"notes": [said]}, "password": "pw-1", "config": json.dumps([said])}
+    d = store.open_decision("redactor", name, "autonomous", metadata=nested)
+    d.read(product="pg_orders", purpose=name, data_ref=name)
+    d.evaluate(policy_id="p1", outcome="allow", rationale=said)
+    d.write(product="pg_orders", purpose=name, mutation_summary=nested)
+    d.add_context(nested, summary=said)
+    d.request_approval(reason=said)
+    d.resolve_approval(approved=True, reason=said)
+    d.close("commit", reason=said)
+    return d
+
+
+def fitting(text: str) -> str:
+    """``text`` if a decision's name fields can hold it, else a stand-in."""
+    return text if len(text) <= MAX_NAME else "text.too.long.for.a.name"
+
+
+def decision_texts(trace: flightlog.DecisionTrace) -> list[Any]:
+    """Every free-text value ``record_everywhere`` wrote, as stored."""
+    e = trace.events
+    values: list[Any] = [trace.intent, trace.metadata, e[1].purpose, e[1].data_ref]
+    values += [e[2].rationale, e[3].purpose, e[3].mutation_summary, e[4].context]
+    values += [e[4].summary, e[5].reason, e[6].reason, e[7].reason]
+    return values
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[f"{e.kind}-{e.text[:8]}" for e in EXAMPLES])
+def test_a_secret_in_any_decision_field_is_redacted_before_it_is_hashed(
+    example: Example, store_path: Path
+) -> None:
+    with flightlog.open(store_path) as store:
+        d = record_everywhere(store, example.text)
+        got = store.decision_trace(d.decision_id, agent="redactor")
+        assert store.verify_decision(d.decision_id, agent="redactor")
+    redacted = prose(example.redacted)
+    nested = {
+        "deploy": {"notes": [redacted]},
+        "password": "[REDACTED]",
+        "config": json.dumps([redacted]),
+    }
+    said = prose(example.text)
+    name = redacted if fitting(said) == said else fitting(said)
+    texts = [v if isinstance(v, str) else msgspec.to_builtins(v) for v in decision_texts(got)]
+    assert texts == [name, nested, name, name, redacted, name, nested, nested] + [redacted] * 4
+    data = (store_path / "data.mdb").read_bytes()
+    assert example.secret.encode() not in data
+    assert b"pw-1" not in data
+
+
+def test_reject_refuses_a_decision_event_naming_paths_and_records_nothing(
+    store_path: Path,
+) -> None:
+    key = example_of("github_token")
+    with flightlog.open(store_path, redaction="reject") as store:
+        with pytest.raises(flightlog.SecretDetected) as opening:
+            store.open_decision("a", "intent", "autonomous", metadata={"k": [prose(key.text)]})
+        assert opening.value.errors == [
+            {"path": "metadata.k[0]", "message": "holds a secret (github_token)", "kind": key.kind}
+        ]
+        assert store.decisions(agent="a").items == []
+        d = store.open_decision("a", "intent", "autonomous")
+        with pytest.raises(flightlog.SecretDetected) as caught:
+            d.write(
+                product="p",
+                purpose=key.text,
+                mutation_summary={"db": {"api_key": "k"}, "log": [1, key.text]},
+            )
+        assert [(e["path"], e["kind"]) for e in caught.value.errors] == [
+            ("purpose", "github_token"),
+            ("mutation_summary.db.api_key", "key_name"),
+            ("mutation_summary.log[1]", "github_token"),
+        ]
+        for shown in (str(caught.value), repr(caught.value.errors)):
+            assert key.secret not in shown
+        d.close("commit")
+        events = store.decision_trace(d.decision_id, agent="a").events
+        assert [e.type for e in events] == ["open", "close"]
+    assert key.secret.encode() not in (store_path / "data.mdb").read_bytes()
+
+
+def test_off_records_decision_fields_as_given(store_path: Path) -> None:
+    key = example_of("url_password")
+    with flightlog.open(store_path, redaction="off") as store:
+        d = store.open_decision("a", "intent", "autonomous", metadata={"dsn": key.text})
+        event = d.add_context({"dsn": key.text}, summary=key.text)
+        got = store.decision_trace(d.decision_id, agent="a")
+    assert got.metadata == {"dsn": key.text}
+    assert (event.context, event.summary) == ({"dsn": key.text}, key.text)

@@ -71,6 +71,7 @@ class Decision:
 
         Raises:
             ValidationError: A field is missing or malformed; nothing was recorded.
+            SecretDetected: ``redaction="reject"`` and a field holds a secret.
             InvalidTransition: The decision's status does not allow it (after a rejection).
             DecisionClosed: The decision is committed or aborted.
         """
@@ -89,8 +90,8 @@ class Decision:
         Args:
             product: What was written, e.g. ``"pg_orders_v1"``.
             purpose: Why, e.g. ``"order_creation"``.
-            mutation_summary: A JSON-compatible summary of the change (no secrets: decision
-                events are not redacted).
+            mutation_summary: A JSON-compatible summary of the change; its secrets are
+                redacted (or refused) like a trace's, before the event is hashed.
             idempotency_key: Recording a write with a key this decision has seen before
                 records nothing and returns the earlier event.
 

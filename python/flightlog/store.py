@@ -355,7 +355,8 @@ class Store:
             intent: What the decision is for, e.g. ``"customer.order.create"``.
             automation_mode: ``"propose"``, ``"approve"``, ``"override"`` or
                 ``"autonomous"``; fixed for the decision's lifetime.
-            metadata: JSON-compatible facts about the decision (not redacted).
+            metadata: JSON-compatible facts about the decision. Its secrets and those of
+                ``intent`` are redacted (or refused) like a trace's.
             trace_id: The trace this decision belongs to (32 lowercase hex).
             run_id: The run this decision belongs to.
 
@@ -364,6 +365,8 @@ class Store:
 
         Raises:
             ValidationError: A field is missing or malformed; ``.errors`` names it.
+            SecretDetected: ``redaction="reject"`` and ``intent`` or ``metadata`` holds a
+                secret; nothing was recorded.
             StorageError: The store is read-only or the write failed.
         """
         _check_strings(agent=agent, intent=intent, automation_mode=automation_mode)
