@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -84,15 +84,21 @@ class Child:
         return self.errors[-3000:]
 
 
-def start_child(script: str, *args: str, env: Mapping[str, str] | None = None) -> Child:
-    """Starts ``script`` (prefixed with :data:`CHILD_PRELUDE`) with a report pipe."""
+def start_child(
+    script: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
+) -> Child:
+    """Starts ``script`` (prefixed with :data:`CHILD_PRELUDE`) with a report pipe, under
+    ``wrapper`` (a command such as ``strace -f``) if one is given."""
     read_end, write_end = os.pipe()
     child_env = {**os.environ, **(env or {}), "FLIGHTLOG_TEST_REPORT_FD": str(write_end)}
     # stderr goes to a file, not a pipe: a child writing much to it must never block.
     error_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Child.finish
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", CHILD_PRELUDE + script, *args],
+            [*wrapper, sys.executable, "-c", CHILD_PRELUDE + script, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=error_file,
@@ -121,9 +127,14 @@ def start_child(script: str, *args: str, env: Mapping[str, str] | None = None) -
     return child
 
 
-def run_child(script: str, *args: str, env: Mapping[str, str] | None = None) -> Child:
+def run_child(
+    script: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
+) -> Child:
     """Runs ``script`` to its end; the finished :class:`Child`."""
-    child = start_child(script, *args, env=env)
+    child = start_child(script, *args, env=env, wrapper=wrapper)
     child.finish()
     return child
 

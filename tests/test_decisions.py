@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import shutil
 import struct
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -673,3 +675,120 @@ def test_the_longest_agent_and_idempotency_key_fit_in_lmdb_keys(store: flightlog
     with pytest.raises(AccessDenied):
         store.decision_trace(d.decision_id, agent=similar)
     assert store.check().ok
+
+
+# --- self-access and immutability at scale (RELIABILITY.md tests 14 and 15) ------------------
+
+DECISION_DBS = ("decisions", "decision_events", "decision_agents", "decision_keys")
+
+
+def decision_bytes(path: Path) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Every entry of the decision databases of a *closed* store, as stored."""
+    env = lmdb.open(str(path), max_dbs=16, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            return {
+                name: [
+                    (bytes(k), bytes(v))
+                    for k, v in txn.cursor(db=env.open_db(name.encode(), txn=txn, create=False))
+                ]
+                for name in DECISION_DBS
+            }
+    finally:
+        env.close()
+
+
+owners = st.lists(st.sampled_from(["alpha", "beta", "gamma", "delta"]), min_size=2, max_size=8)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(agents=owners, statuses=st.lists(st.sampled_from(["open", "committed", "aborted"])))
+def test_no_agent_reads_or_lists_anything_of_anothers_decisions(
+    tmp_path_factory: pytest.TempPathFactory, agents: list[str], statuses: list[str]
+) -> None:
+    path = tmp_path_factory.mktemp("access") / "store"
+    secrets: dict[str, list[str]] = {}
+    with flightlog.open(path) as store:
+        for i, owner in enumerate(agents):
+            marker = f"private-{owner}-{i}"
+            d = opened(store, owner, intent=f"intent.{marker}", metadata={"m": marker})
+            d.read(product=f"product-{marker}", purpose="p")
+            status = statuses[i] if i < len(statuses) else "open"
+            if status != "open":
+                d.close("commit" if status == "committed" else "abort", reason=marker)
+            secrets[d.decision_id] = [owner, marker, status]
+        leaks = 0
+        for asker in ("alpha", "beta", "gamma", "delta", "nobody"):
+            pages = [store.decisions(agent=asker, limit=2)]
+            while pages[-1].next_cursor is not None:
+                pages.append(store.decisions(agent=asker, limit=2, cursor=pages[-1].next_cursor))
+            listed = [item for page in pages for item in page.items]
+            assert sorted(p.decision_id for p in listed) == sorted(
+                i for i, (owner, _, _) in secrets.items() if owner == asker
+            )
+            for decision_id, (owner, marker, status) in secrets.items():
+                filtered = store.decisions(agent=asker, intent=f"intent.{marker}")
+                assert filtered.items == [] or owner == asker
+                if owner == asker:
+                    continue
+                for attempt in (
+                    partial(store.decision_trace, decision_id, agent=asker),
+                    partial(store.decision, decision_id, agent=asker),
+                    partial(store.verify_decision, decision_id, agent=asker),
+                    partial(Decision(store._core, decision_id, asker).close, "abort"),
+                ):
+                    with pytest.raises(AccessDenied) as denied:
+                        attempt()
+                    shown = str(denied.value) + repr(denied.value)
+                    leaks += marker in shown or owner in shown
+                    leaks += re.search(rf"\b{status}\b", shown) is not None
+            # Another agent's cursor is refused, not followed into its range.
+            for page in pages:
+                if page.next_cursor is None:
+                    continue
+                for other in ("alpha", "beta", "gamma", "delta"):
+                    if other == asker:
+                        continue
+                    with pytest.raises(ValidationError, match="not a cursor of this listing"):
+                        store.decisions(agent=other, cursor=page.next_cursor)
+        assert leaks == 0
+    after = decision_bytes(path)
+    assert len(after["decisions"]) == len(agents)
+
+
+def test_refused_changes_to_closed_decisions_leave_every_stored_byte_as_it_was(
+    store_path: Path,
+) -> None:
+    ids: list[str] = []
+    with flightlog.open(store_path) as store:
+        for action in ("commit", "abort"):
+            with opened(store) as d:
+                d.read(product="p", purpose="q")
+                d.write(product="p", purpose="q", idempotency_key="k1")
+                if action == "abort":
+                    d.close("abort", reason="changed my mind")
+            ids.append(d.decision_id)
+    before = decision_bytes(store_path)
+    refused = 0
+    for _ in range(2):  # once as it was closed, once more after a reopen
+        with flightlog.open(store_path) as store:
+            for decision_id in ids:
+                late = Decision(store._core, decision_id, AGENT)
+                attempts: list[Callable[[], object]] = [
+                    partial(late.read, product="p", purpose="q"),
+                    partial(late.write, product="p", purpose="q", idempotency_key="k1"),
+                    partial(late.write, product="p", purpose="q", idempotency_key="new"),
+                    partial(late.evaluate, policy_id="x", outcome="allow"),
+                    partial(late.request_approval, reason="late"),
+                    partial(late.resolve_approval, approved=True),
+                    partial(late.add_context, {"k": 1}),
+                    partial(late.close, "commit"),
+                    partial(late.close, "abort"),
+                ]
+                for attempt in attempts:
+                    with pytest.raises(DecisionClosed):
+                        attempt()
+                    refused += 1
+                assert store.verify_decision(decision_id, agent=AGENT)
+        assert decision_bytes(store_path) == before
+    assert refused == 2 * len(ids) * 9
