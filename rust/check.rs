@@ -1,7 +1,7 @@
 //! `flightlog check`: verifies, in one read transaction, that the databases agree with each
-//! other (docs/format.md): records decode and are each listed once in `fragments`, every
-//! trace has a summary and every summary a trace, and `index` / `by_time` hold exactly the
-//! keys the summaries produce.
+//! other (docs/format.md): records decode (to one msgpack map) and are each listed once in
+//! `fragments`, every trace has a summary and every summary a trace, and `index` /
+//! `by_time` hold exactly the keys the summaries produce.
 
 use heed::{RoTxn, WithoutTls};
 
@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ids::{to_hex, TraceId};
 use crate::merge::MergeState;
 use crate::msgpack::{
-    begin_map, finish_map, write_array_header, write_bool, write_str, write_uint,
+    begin_map, finish_map, write_array_header, write_bool, write_str, write_uint, Reader, Token,
 };
 use crate::store::{parse_seq_key, Core};
 use crate::summary::{parse_time_key, time_key, Summary};
@@ -169,7 +169,11 @@ impl Checker<'_, '_> {
             let (key, value) = entry.map_err(fail)?;
             self.report.records += 1;
             match self.core.decode_record(self.txn, key, value) {
-                Ok(_) => {}
+                Ok(canonical) => {
+                    if let Err(why) = one_map(&canonical) {
+                        self.problem(format!("records[{}] is not a trace: {why}", to_hex(key)));
+                    }
+                }
                 Err(Error::Corrupt(why)) => self.problem(why),
                 Err(other) => return Err(other),
             }
@@ -351,6 +355,16 @@ impl Checker<'_, '_> {
     }
 }
 
+/// Whether a decoded record is what every record is: exactly one well-formed msgpack map.
+fn one_map(canonical: &[u8]) -> std::result::Result<(), String> {
+    let mut reader = Reader::new(canonical);
+    let first = reader.read_token().map_err(|e| e.to_string())?;
+    if !matches!(first, Token::Map(_)) {
+        return Err(format!("expected a map, got {}", first.kind()));
+    }
+    reader.skip_contents(&first).and_then(|()| reader.expect_end()).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,7 +519,8 @@ mod tests {
             &["fragments[", &to_hex(&ids[6]), &to_hex(&seq_key(999)), "does not exist"]
         ));
         assert!(has(&report, &["records[", &to_hex(&seq_key(1000)), "listed 0 times"]));
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(has(&report, &["records[", &to_hex(&seq_key(1000)), "not a trace", "got nil"]));
+        assert_eq!(problems.len(), 5, "{problems:?}");
         assert_eq!(report.records, 11);
     }
 
