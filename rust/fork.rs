@@ -8,6 +8,13 @@ use std::sync::Once;
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static REGISTER: Once = Once::new();
 
+/// Runs in the forking thread just before `fork()`: lets one-time initialisations that
+/// another thread has in flight finish, so the child never inherits one half done (it would
+/// wait for it forever; see `redact::builtin`).
+extern "C" fn before_fork() {
+    crate::redact::builtin();
+}
+
 extern "C" fn after_fork_in_child() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
 }
@@ -16,9 +23,11 @@ extern "C" fn after_fork_in_child() {
 /// Cheap enough for every call on the hot path (one atomic load after the first call).
 pub fn generation() -> u64 {
     REGISTER.call_once(|| {
-        // SAFETY: `after_fork_in_child` only touches an atomic, which is async-signal-safe,
-        // and the handler stays valid for the life of the process (it is a plain fn).
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        // SAFETY: `after_fork_in_child` only touches an atomic, which is async-signal-safe;
+        // `before_fork` runs before the fork, where any code may run; both stay valid for
+        // the life of the process (they are plain fns).
+        let rc =
+            unsafe { libc::pthread_atfork(Some(before_fork), None, Some(after_fork_in_child)) };
         debug_assert_eq!(rc, 0);
     });
     GENERATION.load(Ordering::Acquire)

@@ -132,6 +132,7 @@ impl Redaction {
             .map(|(kind, regex)| Rule::custom(kind, regex))
             .collect::<Result<Vec<_>, _>>()?;
         let names = SECRET_KEYS.iter().copied().chain(keys.iter().map(String::as_str));
+        builtin();
         Ok(Redaction { mode, keys: Arc::new(KeyNames::new(names)), patterns: patterns.into() })
     }
 
@@ -342,7 +343,7 @@ impl Rule {
 }
 
 /// The built-in rules, with their keyword prefilter.
-struct Rules {
+pub struct Rules {
     rules: Vec<Rule>,
     keywords: Vec<KeywordGroup>,
 }
@@ -362,7 +363,12 @@ struct KeywordGroup {
 const KEYWORDS_PER_GROUP: usize = 16;
 
 /// The rules of `redact_rules.txt`, compiled on first use.
-fn builtin() -> &'static Rules {
+///
+/// A `fork()` while another thread compiles them would leave the child's copy of the
+/// `OnceLock` "in progress" forever, and the child's first `log()` would wait on it for
+/// good: so [`Redaction::new`] compiles them on the thread that opens a store, and
+/// `fork.rs` waits for a compilation in flight before every fork.
+pub fn builtin() -> &'static Rules {
     static RULES: OnceLock<Rules> = OnceLock::new();
     RULES.get_or_init(|| Rules::parse(BUILTIN_RULES).unwrap_or_else(|e| panic!("{e}")))
 }

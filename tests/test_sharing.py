@@ -11,7 +11,7 @@ from pathlib import Path
 import flightlog
 import lmdb
 import pytest
-from faults import LONG, assert_check_clean, run_child, scale, start_child
+from faults import assert_check_clean, run_child, scale, start_child
 
 # --- several writer processes ---------------------------------------------------------------------
 
@@ -141,11 +141,6 @@ store.close()
 """
 
 
-@pytest.mark.skipif(
-    not LONG,
-    reason="hung in 2 of ~10 runs under load (cause not found yet, docs/reliability.md); "
-    "run with FLIGHTLOG_LONG=1",
-)
 def test_forked_children_reopen_on_their_own_while_the_parent_keeps_logging(
     tmp_path: Path,
 ) -> None:
