@@ -575,4 +575,34 @@ mod tests {
         );
         assert_eq!(CheckReport::default().to_msgpack()[..4], [0x86, 0xa2, b'o', b'k']);
     }
+
+    #[test]
+    fn a_trace_with_more_tags_than_its_summary_holds_checks_clean_and_deletes_whole() {
+        // 70,000 tags: the index listed all of them but the summary kept 65,534, so `check`
+        // reported the rest and deleting the trace left them behind, where a query by one
+        // of them failed with "summaries[...] is missing but the indexes list the trace".
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::default()).unwrap();
+        let mut payload = vec![0x82];
+        write_str(&mut payload, "agent_name");
+        write_str(&mut payload, "a");
+        write_str(&mut payload, "tags");
+        write_array_header(&mut payload, 70_000);
+        for i in 0..70_000 {
+            write_str(&mut payload, &format!("t{i}"));
+        }
+        let id = store.log(&payload).unwrap();
+        store.flush(None).unwrap();
+        let report = check(store.core()).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!(report.index_entries, 1 + 65_534);
+        store.delete(vec![id]).unwrap();
+        let report = check(store.core()).unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        assert_eq!(report.index_entries, 0);
+        let mut filter = vec![0x81];
+        write_str(&mut filter, "tag");
+        write_str(&mut filter, "t69999");
+        assert_eq!(store.count(&filter).unwrap(), 0);
+    }
 }

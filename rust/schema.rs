@@ -592,7 +592,7 @@ fn walk<'e>(
         // output is allocated once.
         out: Vec::with_capacity(input.len() + input.len() / 4 + 256),
         limits: policy.limits,
-        now: policy.now,
+        now: policy.now.whole_micros(),
         root,
         errors,
         first_error,
@@ -1544,7 +1544,7 @@ impl<'a> Walker<'a, '_> {
             }
         };
         let problem = match parsed {
-            Ok(ts) if ts.in_range() => return Ok(Got::Value(ts)),
+            Ok(ts) if ts.in_range() => return Ok(Got::Value(ts.whole_micros())),
             Ok(_) => Cow::Borrowed(OUT_OF_RANGE),
             Err(problem) => problem,
         };
@@ -1708,7 +1708,9 @@ impl<'a> Walker<'a, '_> {
         let mut parent_of = Vec::with_capacity(spans.len());
         for (i, span) in spans.iter().enumerate() {
             let parent = span.parent.and_then(find);
-            if span.parent.is_some() && parent.is_none() {
+            // A parent outside this fragment may be a span an earlier fragment of a named
+            // trace stored: the store checks it against those (`store::check_updates`).
+            if span.parent.is_some() && parent.is_none() && self.minted_id {
                 self.error(&list.index(i).field("parent_span_id"), "names no span of this trace")?;
             }
             parent_of.push(parent);
@@ -2529,7 +2531,8 @@ mod tests {
         let t = ts("2024-01-01T00:00:00Z");
         let cases = [
             (V::Ext(-1, vec![0x65, 0x92, 0x00, 0x80]), t),
-            (ext(Timestamp { secs: t.secs, nanos: 5 }), Timestamp { secs: t.secs, nanos: 5 }),
+            (ext(Timestamp { secs: t.secs, nanos: 5 }), t),
+            (s("2024-01-01T00:00:00.123456789Z"), Timestamp { secs: t.secs, nanos: 123_456_000 }),
             (ext(Timestamp::MIN), Timestamp::MIN),
             (s("2024-01-01T00:00:00"), t),
             (s("2024-01-01 05:30+05:30"), t),

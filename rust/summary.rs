@@ -5,6 +5,8 @@
 //! transaction as each fragment. Its numbers sit at fixed offsets so that `stats` over a
 //! million traces reads them without parsing strings.
 
+use std::collections::HashSet;
+
 use crate::ids::TraceId;
 use crate::merge::{Contribution, SpanFact, Tokens};
 use crate::msgpack::{DecodeError, Reader, Token, TIMESTAMP_EXT};
@@ -92,11 +94,7 @@ impl Summary {
         newest(&mut self.run_id, &newer.run_id);
         newest(&mut self.request_id, &newer.request_id);
         newest(&mut self.session_id, &newer.session_id);
-        for tag in &newer.tags {
-            if !self.tags.contains(tag) {
-                self.tags.push(tag.clone());
-            }
-        }
+        add_tags(&mut self.tags, newer.tags.iter().cloned());
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -127,7 +125,7 @@ impl Summary {
         for text in [&self.framework, &self.run_id, &self.request_id, &self.session_id] {
             write_text(&mut out, text.as_deref());
         }
-        let tags = self.tags.len().min(usize::from(ABSENT - 1));
+        let tags = self.tags.len().min(MAX_TAGS);
         out.extend_from_slice(&(tags as u16).to_le_bytes());
         for tag in &self.tags[..tags] {
             write_text(&mut out, Some(tag));
@@ -342,12 +340,11 @@ impl<'a> FragmentWalk<'a> {
     }
 
     fn tags(&mut self) -> Result<(), DecodeError> {
+        let mut tags = Vec::new();
         for _ in 0..self.array_len()?.unwrap_or(0) {
-            let tag = self.text()?;
-            if !self.summary.tags.contains(&tag) {
-                self.summary.tags.push(tag);
-            }
+            tags.push(self.text()?);
         }
+        add_tags(&mut self.summary.tags, tags);
         Ok(())
     }
 
@@ -366,11 +363,13 @@ impl<'a> FragmentWalk<'a> {
     fn spans(&mut self) -> Result<(), DecodeError> {
         for _ in 0..self.array_len()?.unwrap_or(0) {
             let mut span = SpanFact::default();
+            let mut parent = None;
             let mut llm = false;
             let mut usage = (None, None);
             for _ in 0..self.map_len()?.unwrap_or(0) {
                 match self.key()? {
                     b"span_id" => span.id = self.span_id()?,
+                    b"parent_span_id" => parent = Some(self.span_id()?),
                     b"kind" => llm = self.str_bytes()? == b"LLM",
                     b"status_code" => span.error = self.str_bytes()? == b"ERROR",
                     b"attributes" => usage = self.usage_attributes()?,
@@ -380,6 +379,7 @@ impl<'a> FragmentWalk<'a> {
             if llm {
                 (span.tokens, span.cost) = usage;
             }
+            self.contribution.links.push((span.id, parent));
             self.contribution.spans.push(span);
         }
         Ok(())
@@ -471,6 +471,24 @@ impl Numbers {
 
     pub fn has_errors(&self) -> bool {
         self.errors_logged || self.status == Some(Status::Failed)
+    }
+}
+
+/// Tags a summary keeps (and indexes): as many as its u16 count can say.
+pub const MAX_TAGS: usize = ABSENT as usize - 1;
+
+/// Adds the tags not seen yet, in first-seen order, until there are [`MAX_TAGS`]: the
+/// summary then holds exactly the tags that are indexed. Linear in the tags: a trace may
+/// carry hundreds of thousands, and comparing each with every earlier one took minutes.
+fn add_tags(tags: &mut Vec<String>, more: impl IntoIterator<Item = String>) {
+    let mut seen: HashSet<String> = tags.iter().cloned().collect();
+    for tag in more {
+        if tags.len() == MAX_TAGS {
+            break;
+        }
+        if seen.insert(tag.clone()) {
+            tags.push(tag);
+        }
     }
 }
 
@@ -773,5 +791,39 @@ mod tests {
         assert_eq!(full().index_keys(&id).len(), 1 + 3 + 1 + 1 + 2);
         let clean = Summary { agent_name: "a".into(), ..Summary::default() };
         assert_eq!(clean.index_keys(&id).len(), 1, "only errors are indexed under has_errors");
+    }
+
+    /// A trace map of an agent name and these tags, as canonical msgpack.
+    fn tagged(tags: impl ExactSizeIterator<Item = String>) -> Vec<u8> {
+        let mut out = vec![0x82];
+        crate::msgpack::write_str(&mut out, "agent_name");
+        crate::msgpack::write_str(&mut out, "a");
+        crate::msgpack::write_str(&mut out, "tags");
+        crate::msgpack::write_array_header(&mut out, tags.len() as u32);
+        for tag in tags {
+            crate::msgpack::write_str(&mut out, &tag);
+        }
+        out
+    }
+
+    #[test]
+    fn a_summary_keeps_and_indexes_the_first_65534_distinct_tags_in_linear_time() {
+        // 150,000 distinct tags (1.2 MB, well inside max_trace_bytes), each sent twice.
+        // Deduplicating by comparing each tag with every earlier one took over a minute.
+        let tags = (0..300_000).map(|i| format!("tag-{}", i % 150_000));
+        let started = std::time::Instant::now();
+        let (summary, _) = Summary::of_fragment(&tagged(tags)).unwrap();
+        let mut merged = summary.clone();
+        merged.merge(&summary);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+        assert_eq!(merged, summary);
+        assert_eq!(summary.tags.len(), MAX_TAGS);
+        assert_eq!((&*summary.tags[0], &*summary.tags[MAX_TAGS - 1]), ("tag-0", "tag-65533"));
+        // What is indexed is what the stored summary holds, so deleting the trace (which
+        // removes the keys of its stored summary) leaves no index entry behind.
+        let stored = Summary::decode(&summary.encode()).unwrap();
+        assert_eq!(stored, summary);
+        assert_eq!(stored.index_keys(&[1; 16]), summary.index_keys(&[1; 16]));
+        assert_eq!(summary.index_keys(&[1; 16]).len(), 1 + MAX_TAGS);
     }
 }

@@ -42,6 +42,14 @@ impl Timestamp {
         }
     }
 
+    /// This instant rounded down to whole microseconds, the precision the store keeps: a
+    /// trace's summary and indexes count microseconds and Python's `datetime` holds no more,
+    /// so a record keeping nanoseconds would read back (rounded by the decoder) at another
+    /// instant than the one `query()` lists and filters it at.
+    pub fn whole_micros(self) -> Timestamp {
+        Timestamp { secs: self.secs, nanos: self.nanos / 1_000 * 1_000 }
+    }
+
     /// Whether Python's `datetime` can represent this instant (years 1..=9999, UTC).
     pub fn in_range(&self) -> bool {
         (Self::MIN..=Self::MAX).contains(self)
@@ -417,6 +425,14 @@ mod tests {
             assert_eq!(out.len(), header + payload);
             assert_eq!(Timestamp::decode_ext(&out[header..]), Some(t), "{t:?}");
         }
+    }
+
+    #[test]
+    fn whole_micros_rounds_down_within_the_second() {
+        assert_eq!(ts(1, 999_999_999).whole_micros(), ts(1, 999_999_000));
+        assert_eq!(ts(-2, 750_000_500).whole_micros(), ts(-2, 750_000_000));
+        assert_eq!(Timestamp::MAX.whole_micros(), ts(Timestamp::MAX.secs, 999_999_000));
+        assert_eq!(ts(7, 123_000).whole_micros(), ts(7, 123_000));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::fork;
 use crate::ids::TraceId;
 use crate::killpoint::{KillPoints, Point};
 use crate::merge::{Contribution, MergeState};
+use crate::query::{self, Filters};
 use crate::store::{check_updates, parse_seq_key, seq_key, Core, Databases};
 use crate::summary::Summary;
 use crate::time::Timestamp;
@@ -85,6 +86,8 @@ impl Completion {
 enum Job {
     Append {
         records: Vec<Pending>,
+        /// The records came from one `log_many`: refusals name each one's position.
+        many: bool,
         fsync: bool,
         done: Option<Arc<Completion>>,
         /// Set by the writer when an update breaks SPEC §4's rules: nothing of it is stored.
@@ -93,15 +96,23 @@ enum Job {
     Flush(Arc<Completion>),
     /// Remove these traces; completes with how many existed.
     Delete(Vec<TraceId>, Arc<Completion>),
+    /// Remove every trace these filters match once the jobs before it are written;
+    /// completes with how many.
+    DeleteWhere(Box<Filters>, Arc<Completion>),
     /// A change to decisions, committed and synced on its own.
     Decision(DecisionJob, Arc<Completion>),
 }
 
 impl Job {
+    /// Whether the job runs in a transaction of its own, after the jobs before it commit.
+    fn runs_alone(&self) -> bool {
+        matches!(self, Job::Delete(..) | Job::DeleteWhere(..) | Job::Decision(..))
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Job::Append { records, .. } => records.iter().map(|r| r.bytes.len()).sum(),
-            Job::Flush(_) | Job::Delete(..) | Job::Decision(..) => 0,
+            Job::Flush(_) | Job::Delete(..) | Job::DeleteWhere(..) | Job::Decision(..) => 0,
         }
     }
 }
@@ -232,11 +243,13 @@ impl Writer {
         Ok(Writer { queue, thread: Some(thread), generation: fork::generation() })
     }
 
-    /// Queues records. With `wait`, returns only once their batch is committed (and synced
-    /// when `fsync`), sharing that commit with whatever else was queued meanwhile.
-    pub fn append(&self, records: Vec<Pending>, fsync: bool, wait: bool) -> Result<()> {
+    /// Queues records (`many` when they came from one `log_many`). With `wait`, returns only
+    /// once their batch is committed (and synced when `fsync`), sharing that commit with
+    /// whatever else was queued meanwhile.
+    pub fn append(&self, records: Vec<Pending>, many: bool, fsync: bool, wait: bool) -> Result<()> {
         let done = wait.then(Completion::new);
-        self.queue.push(Job::Append { records, fsync, done: done.clone(), refused: None })?;
+        let job = Job::Append { records, many, fsync, done: done.clone(), refused: None };
+        self.queue.push(job)?;
         match done {
             Some(done) => done.wait(None).map(|_| ()),
             None => Ok(()),
@@ -263,6 +276,15 @@ impl Writer {
     /// records (with the GIL released) so that both cores share the work.
     pub fn backlogged(&self) -> bool {
         self.queue.queued.load(Ordering::Relaxed) >= BACKLOG_BYTES.min(self.queue.capacity / 2)
+    }
+
+    /// Removes every trace the filters match, seeing every job queued before (a trace logged
+    /// a moment ago and not committed yet is matched too), in one transaction; returns how
+    /// many it removed.
+    pub fn delete_where(&self, filters: Filters) -> Result<u64> {
+        let done = Completion::new();
+        self.queue.push(Job::DeleteWhere(Box::new(filters), Arc::clone(&done)))?;
+        done.wait(None)
     }
 
     /// Returns once everything queued before the call is durable, or reports the first write
@@ -375,13 +397,16 @@ impl WriterLoop {
             // the jobs before it.
             let mut start = 0;
             for end in 0..=jobs.len() {
-                if end < jobs.len() && !matches!(jobs[end], Job::Delete(..) | Job::Decision(..)) {
+                if end < jobs.len() && !jobs[end].runs_alone() {
                     continue;
                 }
                 let outcome = self.commit(&mut jobs[start..end]);
                 self.complete(&jobs[start..end], outcome);
                 match jobs.get(end) {
                     Some(Job::Delete(ids, done)) => done.complete(self.delete(ids)),
+                    Some(Job::DeleteWhere(filters, done)) => {
+                        done.complete(self.delete_where(filters))
+                    }
                     Some(Job::Decision(job, done)) => done.complete(self.decide(job)),
                     _ => {}
                 }
@@ -417,7 +442,7 @@ impl WriterLoop {
                     Some(err) => Err(err),
                     None => Ok(0),
                 }),
-                Job::Delete(..) | Job::Decision(..) => {}
+                Job::Delete(..) | Job::DeleteWhere(..) | Job::Decision(..) => {}
             }
         }
     }
@@ -429,6 +454,19 @@ impl WriterLoop {
             removed = 0;
             for id in ids {
                 removed += u64::from(remove_trace(dbs, txn, id)?);
+            }
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// Removes the traces matching the filters, reading the matches in the same transaction.
+    fn delete_where(&self, filters: &Filters) -> Result<u64> {
+        let mut removed = 0;
+        self.write("deleting traces", |dbs, txn| {
+            removed = 0;
+            for id in query::matching(txn, dbs, filters).map_err(Failure::Other)? {
+                removed += u64::from(remove_trace(dbs, txn, &id)?);
             }
             Ok(())
         })?;
@@ -540,11 +578,11 @@ impl WriterLoop {
                 None => 0,
             };
             for job in jobs.iter_mut() {
-                let Job::Append { records, refused, .. } = job else { continue };
+                let Job::Append { records, many, refused, .. } = job else { continue };
                 *refused = None;
                 // All or nothing per call, as validation is.
                 if records.iter().any(|record| record.resend_key.is_some()) {
-                    match check_updates(dbs, txn, records) {
+                    match check_updates(&core, txn, records, *many, true) {
                         Ok(()) => {}
                         Err(err @ Error::Validation(_)) => {
                             *refused = Some(err);

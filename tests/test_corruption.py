@@ -221,6 +221,31 @@ def test_a_hostile_value_in_any_database_gives_typed_errors_only(
     shutil.rmtree(path.parent)
 
 
+def test_a_summary_timestamp_beyond_datetime_is_a_storage_error(tmp_path: Path) -> None:
+    """Found by a page mutant (1 run in ~6 of the default suite failed): a flipped byte put
+    a summary's timestamp beyond ``datetime``'s range, and ``query()`` raised msgspec's
+    ValidationError instead of a ``StorageError``."""
+    path = tmp_path / "store"
+    with flightlog.open(path) as store:
+        trace_id = store.log(agent_name="bot")
+    env = lmdb.open(str(path), max_dbs=16, lock=False)
+    try:
+        summaries = env.open_db(b"summaries", create=False)
+        with env.begin(write=True, db=summaries) as txn:
+            stored = txn.get(bytes.fromhex(trace_id))
+            assert stored is not None
+            summary = bytearray(stored)
+            summary[8:16] = (2**62).to_bytes(8, "little")  # the timestamp (docs/format.md)
+            txn.put(bytes.fromhex(trace_id), bytes(summary))
+    finally:
+        env.close()
+
+    with flightlog.open(path) as store:
+        with pytest.raises(flightlog.StorageError, match="summaries of this page do not decode"):
+            store.query()
+        assert store.count() == 1
+
+
 # --- page mutants --------------------------------------------------------------------------------
 
 OPEN_MUTANTS = """

@@ -388,10 +388,27 @@ def test_timestamp_defaults_to_the_time_of_log(store: flightlog.Store) -> None:
     after = dt.datetime.now(dt.timezone.utc)
     got = read_back(store, trace_id)
     assert isinstance(got.timestamp, dt.datetime)
-    # Allow for rounding only (the core keeps nanoseconds, datetime rounds to microseconds).
-    rounding = dt.timedelta(microseconds=1)
-    assert before - rounding <= got.timestamp <= after + rounding
+    assert before <= got.timestamp <= after
     assert got.spans[0].start_time == got.timestamp
+
+
+def test_a_trace_is_listed_and_filtered_at_the_instant_get_returns(store: flightlog.Store) -> None:
+    """Found by the model test: the store kept the nanoseconds of the clock (or of an ISO
+    string), get() read them back rounded to the nearest microsecond and query() listed and
+    filtered them rounded down, so ``query(since=get(tid).timestamp)`` could miss the trace.
+    Timestamps are now stored in whole microseconds."""
+    ids = [store.log(agent_name="a", spans=[Span(name="s")]) for _ in range(20)]
+    ids.append(store.log(agent_name="a", timestamp="2025-06-02T12:00:00.123456789Z"))
+    store.flush()
+
+    listed = {s.trace_id: s.timestamp for s in store.query(limit=1000)}
+    for trace_id in ids:
+        stamp = store.get(trace_id).timestamp
+        assert isinstance(stamp, dt.datetime)
+        assert listed[trace_id] == stamp
+        just_then = store.query(since=stamp, until=stamp + dt.timedelta(microseconds=1))
+        assert [s.trace_id for s in just_then] == [trace_id]
+    assert store.get(ids[-1]).timestamp == at(0).replace(microsecond=123_456)
 
 
 def test_span_event_timestamp_defaults_to_its_span_start(store: flightlog.Store) -> None:

@@ -11,6 +11,7 @@ import flightlog
 import pytest
 from conftest import count_entries, count_records
 from flightlog import Span, TokenUsage, ToolCall, Trace, ValidationError, trace_id_for
+from flightlog.store import Durability
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -120,6 +121,24 @@ def test_a_batch_with_a_conflict_stores_nothing(store: flightlog.Store, store_pa
     assert [e["path"] for e in caught.value.errors] == ["[2].status"]
     store.close()
     assert count_records(store_path) == 0
+
+
+@pytest.mark.parametrize("durability", ["sync", "group"])
+def test_a_refused_update_in_log_many_of_one_trace_still_names_its_position(
+    store_path: Path, durability: Durability
+) -> None:
+    """Found writing the model test: log_many names the trace's position in every error
+    path, but an update it refused as the only trace of the call had a bare path. In group
+    mode the writer may be the one refusing it, reported by the next flush."""
+    with flightlog.open(store_path, durability=durability) as store:
+        store.log(agent_name="bot", trace_id=TID, status="succeeded")
+        with pytest.raises(ValidationError) as caught:
+            store.log_many([Trace(agent_name="other", trace_id=TID, status="running")])
+            store.flush()
+
+        assert [e["path"] for e in caught.value.errors] == ["[0].agent_name", "[0].status"]
+        assert store.get(TID).agent_name == "bot"
+    assert count_records(store_path) == 1
 
 
 # --- exact re-sends ---------------------------------------------------------------------------
@@ -342,3 +361,101 @@ def test_summaries_equal_the_merged_view_whatever_is_resent(
     assert found.token_usage == TokenUsage(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
+
+
+# --- parents in earlier fragments ------------------------------------------------------------
+
+ROOT, CHILD, GRANDCHILD = "1111111111111111", "2222222222222222", "3333333333333333"
+
+
+@pytest.mark.parametrize("durability", ["sync", "group", "none"])
+def test_an_update_may_add_children_of_spans_stored_earlier(
+    store_path: Path, durability: Durability
+) -> None:
+    with flightlog.open(store_path, durability=durability) as store:
+        store.log(agent_name="bot", trace_id=TID, spans=[Span(name="root", span_id=ROOT)])
+        store.log(
+            agent_name="bot",
+            trace_id=TID,
+            spans=[Span(name="child", span_id=CHILD, parent_span_id=ROOT)],
+        )
+        store.log_many(
+            [
+                Trace(
+                    agent_name="bot",
+                    trace_id=TID,
+                    spans=[Span(name="grandchild", span_id=GRANDCHILD, parent_span_id=CHILD)],
+                )
+            ]
+        )
+        store.flush()
+        parents = {s.name: s.parent_span_id for s in store.get(TID).spans}
+    assert parents == {"root": flightlog.UNSET, "child": ROOT, "grandchild": CHILD}
+
+
+def test_a_parent_in_an_earlier_fragment_of_the_same_batch_is_found(
+    store: flightlog.Store,
+) -> None:
+    store.log_many(
+        [
+            Trace(agent_name="bot", trace_id=TID, spans=[Span(name="root", span_id=ROOT)]),
+            Trace(
+                agent_name="bot",
+                trace_id=TID,
+                spans=[Span(name="child", span_id=CHILD, parent_span_id=ROOT)],
+            ),
+        ]
+    )
+    store.flush()
+    assert [s.parent_span_id for s in store.get(TID).spans] == [flightlog.UNSET, ROOT]
+
+
+@pytest.mark.parametrize("durability", ["sync", "group"])
+def test_a_parent_no_fragment_holds_is_refused_and_nothing_is_stored(
+    store_path: Path, durability: Durability
+) -> None:
+    with flightlog.open(store_path, durability=durability) as store:
+        store.log(agent_name="bot", trace_id=TID, spans=[Span(name="root", span_id=ROOT)])
+        store.flush()
+        orphan = [Span(name="orphan", span_id=CHILD, parent_span_id=GRANDCHILD)]
+        with pytest.raises(ValidationError) as caught:
+            store.log(agent_name="bot", trace_id=TID, spans=orphan)
+            store.flush()
+        assert caught.value.errors == [
+            {"path": "spans[0].parent_span_id", "message": "names no span of this trace"}
+        ]
+        with pytest.raises(ValidationError) as batched:
+            store.log_many([Trace(agent_name="bot", trace_id=trace_id_for("new"), spans=orphan)])
+            store.flush()
+        assert [e["path"] for e in batched.value.errors] == ["[0].spans[0].parent_span_id"]
+        assert [s.name for s in store.get(TID).spans] == ["root"]
+    assert count_records(store_path) == 1
+
+
+def test_a_parent_chain_through_earlier_fragments_may_not_close_a_cycle(
+    store: flightlog.Store,
+) -> None:
+    store.log(
+        agent_name="bot",
+        trace_id=TID,
+        spans=[Span(name="root", span_id=ROOT), Span(name="c", span_id=CHILD, parent_span_id=ROOT)],
+    )
+    # Re-sending the root under a new span whose parent is the root's own child.
+    cycle = [
+        Span(name="root", span_id=ROOT, parent_span_id=GRANDCHILD),
+        Span(name="g", span_id=GRANDCHILD, parent_span_id=CHILD),
+    ]
+    store.log(agent_name="bot", trace_id=TID, spans=cycle)
+    with pytest.raises(ValidationError) as caught:
+        store.flush()
+    assert caught.value.errors == [
+        {"path": "spans[1].parent_span_id", "message": "span parent chain forms a cycle"}
+    ]
+    assert [s.parent_span_id for s in store.get(TID).spans] == [flightlog.UNSET, ROOT]
+
+
+def test_a_trace_under_a_minted_id_still_refuses_unknown_parents_at_once(
+    store: flightlog.Store,
+) -> None:
+    with pytest.raises(ValidationError, match="names no span of this trace"):
+        store.log(agent_name="bot", spans=[Span(name="s", span_id=CHILD, parent_span_id=ROOT)])

@@ -14,7 +14,7 @@ import os
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 import msgspec
 
@@ -28,6 +28,7 @@ from flightlog.records import (
     CheckReport,
     DecisionStatus,
     DecisionTrace,
+    LazyDecoder,
     Page,
     Stats,
     Trace,
@@ -53,6 +54,7 @@ Redaction = Literal["redact", "reject", "off"]
 OrderBy = Literal["timestamp", "latency_ms", "cost_usd"]
 GroupBy = Literal["agent_name", "framework", "status", "run_id", "request_id", "session_id"]
 Instant = dt.datetime | str | float
+_T = TypeVar("_T")
 
 
 class Filters(TypedDict, total=False):
@@ -254,10 +256,11 @@ class Store:
         Raises:
             ValidationError: An unknown filter, a filter value of the wrong type, a bad
                 ``order_by``, ``limit`` or ``cursor``; ``.errors`` names each.
+            StorageError: A stored summary is damaged.
             StoreClosed: The store was closed.
         """
         page = self._core.query(encode(filters), order_by, descending, limit, cursor)
-        return page_decoder.decode(page)
+        return _decode_stored(page_decoder, page, "the summaries of this page")
 
     def count(self, **filters: Unpack[Filters]) -> int:
         """Counts the traces matching the filters (see :class:`Filters`).
@@ -447,6 +450,7 @@ class Store:
 
         Raises:
             ValidationError: A filter, ``limit`` or ``cursor`` is malformed.
+            StorageError: A stored decision is damaged.
         """
         _check_strings(agent=agent)
         _check_strings(status=status, intent=intent, cursor=cursor, optional=True)
@@ -461,7 +465,7 @@ class Store:
             limit,
             cursor,
         )
-        return decision_page_decoder.decode(raw)
+        return _decode_stored(decision_page_decoder, raw, "the decisions of this page")
 
     def purge_decisions(self, *, before: Instant) -> int:
         """Removes committed and aborted decisions closed before ``before``. Open decisions
@@ -701,6 +705,19 @@ def _redaction_options(
             [{"path": "redaction_patterns", "message": message}],
         )
     return list(keys), list(patterns.items())
+
+
+def _decode_stored(decoder: LazyDecoder[_T], raw: bytes, what: str) -> _T:
+    """Decodes what the core read from the store. The core builds it from validated
+    records, so only damaged stored bytes (e.g. a timestamp beyond ``datetime``'s range)
+    fail here: a ``StorageError``, as for any other damage."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError as err:
+        raise StorageError(
+            f"{what} do not decode ({err}): the store is damaged; `flightlog check` "
+            "lists what it can find"
+        ) from None
 
 
 def _checked_trace_id(trace_id: object) -> str:
