@@ -24,7 +24,7 @@ use crate::decision::DecisionJob;
 use crate::error::{Error, FieldError, Result};
 use crate::fork;
 use crate::ids::{to_hex, TraceId};
-use crate::merge::{self, MergeState, SpanLink};
+use crate::merge::{self, Contribution, MergeState, SpanLink};
 use crate::query::{self, Filters, PageRequest};
 use crate::redact::Redaction;
 use crate::schema::{self, Limits};
@@ -262,31 +262,33 @@ impl Core {
             }
         }
         let mut state = MergeState::default();
-        for entry in
-            self.dbs.fragments.get_duplicates(txn, trace_id).map_err(fail)?.into_iter().flatten()
-        {
-            let (_, key) = entry.map_err(fail)?;
-            let value = self.dbs.records.get(txn, key).map_err(fail)?.ok_or_else(|| {
-                Error::Corrupt(format!("records[{}] is listed but missing", to_hex(key)))
-            })?;
-            let canonical = self.decode_record(txn, key, value)?;
-            let (_, contribution) = Summary::of_fragment(&canonical).map_err(|why| {
-                Error::Corrupt(format!("records[{}] is not a trace: {why}", to_hex(key)))
-            })?;
+        for contribution in self.contributions(txn, trace_id)? {
             state.fold(&contribution, None);
         }
         Ok(state)
     }
 
-    /// Every stored span of a trace with the parent it names, the newest version of each:
-    /// read from its fragments (only for updates that name parents outside themselves).
+    /// Every stored span of a trace with the parent it names, oldest fragment first (a
+    /// later version of a span replaces the earlier): only for updates that name parents
+    /// outside themselves.
     pub fn stored_links(
         &self,
         txn: &RoTxn<WithoutTls>,
         trace_id: &TraceId,
     ) -> Result<Vec<SpanLink>> {
+        let contributions = self.contributions(txn, trace_id)?;
+        Ok(contributions.into_iter().flat_map(|c| c.links).collect())
+    }
+
+    /// What each stored fragment of a trace contributes, oldest first, read from the
+    /// fragments themselves.
+    fn contributions(
+        &self,
+        txn: &RoTxn<WithoutTls>,
+        trace_id: &TraceId,
+    ) -> Result<Vec<Contribution>> {
         let fail = |e| Error::storage("reading a trace's fragments", e);
-        let mut links = Vec::new();
+        let mut contributions = Vec::new();
         for entry in
             self.dbs.fragments.get_duplicates(txn, trace_id).map_err(fail)?.into_iter().flatten()
         {
@@ -298,9 +300,9 @@ impl Core {
             let (_, contribution) = Summary::of_fragment(&canonical).map_err(|why| {
                 Error::Corrupt(format!("records[{}] is not a trace: {why}", to_hex(key)))
             })?;
-            links.extend(contribution.links);
+            contributions.push(contribution);
         }
-        Ok(links)
+        Ok(contributions)
     }
 
     /// Doubles the map after MDB_MAP_FULL.
