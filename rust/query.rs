@@ -8,7 +8,8 @@
 //! only when a string filter remains. Records are never decoded.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::hash::Hash;
 use std::ops::{Bound, ControlFlow};
 
 use heed::types::Bytes;
@@ -265,38 +266,38 @@ impl Filters {
             && self.cost_usd.accepts(numbers.cost_usd)
             && self.latency_ms.accepts(numbers.latency_ms)
     }
-
-    fn texts_match(
-        &self,
-        texts: &Texts<'_>,
-        settled: Option<Driver>,
-    ) -> std::result::Result<bool, String> {
-        for field in self.text_checks(settled) {
-            let wanted = self.text(field);
-            let hit = |value: &[u8]| wanted.iter().any(|w| w.as_bytes() == value);
-            let found = match field {
-                TextField::Tag => {
-                    let mut found = false;
-                    for tag in texts.tags()? {
-                        if hit(tag?) {
-                            found = true;
-                            break;
-                        }
-                    }
-                    found
-                }
-                other => text_of(texts, other).is_some_and(hit),
-            };
-            if !found {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
 }
 
-/// A filter's value: one item or a non-empty array of them. Duplicates are dropped.
-fn any_of<T: PartialEq>(
+/// The values each string filter not settled by the index accepts, hashed: a filter may
+/// list 100,000 values and a trace hold 65,534 tags, too many to compare pairwise.
+type Wanted<'f> = Vec<(TextField, HashSet<&'f [u8]>)>;
+
+fn texts_match(texts: &Texts<'_>, wanted: &Wanted<'_>) -> std::result::Result<bool, String> {
+    for (field, values) in wanted {
+        let found = match field {
+            TextField::Tag => {
+                let mut found = false;
+                for tag in texts.tags()? {
+                    if values.contains(tag?) {
+                        found = true;
+                        break;
+                    }
+                }
+                found
+            }
+            &other => text_of(texts, other).is_some_and(|value| values.contains(value)),
+        };
+        if !found {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A filter's value: one item or a non-empty array of them. Duplicates are dropped, found
+/// by hashing: a caller may list 100,000 values, and comparing each with every earlier one
+/// took seconds.
+fn any_of<T: Eq + Hash + Clone>(
     name: &str,
     first: Token<'_>,
     reader: &mut Reader<'_>,
@@ -304,8 +305,9 @@ fn any_of<T: PartialEq>(
     parse: impl Fn(Token<'_>) -> std::result::Result<T, String>,
 ) -> std::result::Result<Vec<T>, DecodeError> {
     let mut values = Vec::new();
+    let mut seen = HashSet::new();
     let mut keep = |value: T| {
-        if !values.contains(&value) {
+        if seen.insert(value.clone()) {
             values.push(value);
         }
     };
@@ -454,6 +456,7 @@ struct Plan<'f> {
     prefixes: Vec<Vec<u8>>,
     /// The driver, when its index ranges alone prove its filter (no hashed value).
     settled: Option<Driver>,
+    wanted: Wanted<'f>,
     window: Window,
 }
 
@@ -482,13 +485,16 @@ impl<'f> Plan<'f> {
         // A hashed prefix may collide with another value's: such a driver is checked again.
         let hashed = prefixes.iter().any(|prefix| is_hashed(prefix));
         let settled = driver.filter(|_| !hashed);
-        Plan { filters, prefixes, settled, window: Window::of(filters) }
+        let wanted = filters
+            .text_checks(settled)
+            .map(|field| (field, filters.text(field).iter().map(|v| v.as_bytes()).collect()))
+            .collect();
+        Plan { filters, prefixes, settled, wanted, window: Window::of(filters) }
     }
 
     /// Whether candidates pass without reading their summaries.
     fn settled_by_keys(&self) -> bool {
-        !self.filters.needs_numbers(self.settled)
-            && self.filters.text_checks(self.settled).next().is_none()
+        !self.filters.needs_numbers(self.settled) && self.wanted.is_empty()
     }
 
     /// The candidates' time keys in walking order, each once.
@@ -507,7 +513,7 @@ impl<'f> Plan<'f> {
                 .map(|prefix| Source::open(dbs.index, "index", txn, prefix, window, descending))
                 .collect::<Result<_>>()?
         };
-        Ok(Merged { sources, descending, last: None })
+        Ok(Merged::new(sources, descending))
     }
 
     /// Whether a candidate's summary passes the filters the index did not settle.
@@ -516,11 +522,11 @@ impl<'f> Plan<'f> {
         if !self.filters.numbers_match(&numbers, self.settled) {
             return Ok(false);
         }
-        if self.filters.text_checks(self.settled).next().is_none() {
+        if self.wanted.is_empty() {
             return Ok(true);
         }
         let texts = Texts::read(summary).map_err(|why| corrupt(id, &why))?;
-        self.filters.texts_match(&texts, self.settled).map_err(|why| corrupt(id, &why))
+        texts_match(&texts, &self.wanted).map_err(|why| corrupt(id, &why))
     }
 
     /// Visits every match in time order with its summary, until `visit` breaks.
@@ -676,32 +682,51 @@ impl<'t> Source<'t> {
 }
 
 /// Several sources merged by time key; a trace listed under several values (tags) is
-/// yielded once, since its copies are adjacent in the merged order.
+/// yielded once, since its copies are adjacent in the merged order. The sources' heads are
+/// kept in a heap: a filter may list 100,000 values, one source each.
 struct Merged<'t> {
     sources: Vec<Source<'t>>,
     descending: bool,
+    /// Each source's head as [`Merged::order`] ranks it, with the source's index; the
+    /// greatest is next.
+    heads: BinaryHeap<(TimeKey, usize)>,
     last: Option<TimeKey>,
 }
 
-impl Merged<'_> {
+impl<'t> Merged<'t> {
+    fn new(sources: Vec<Source<'t>>, descending: bool) -> Merged<'t> {
+        let heads = sources
+            .iter()
+            .enumerate()
+            .filter_map(|(at, source)| Some((Merged::order(source.head?, descending), at)))
+            .collect();
+        Merged { sources, descending, heads, last: None }
+    }
+
+    /// A time key as the heap ranks it: itself when walking down, its bitwise complement
+    /// (which sorts in reverse) when walking up. Its own inverse.
+    fn order(key: TimeKey, descending: bool) -> TimeKey {
+        if descending {
+            key
+        } else {
+            key.map(|byte| !byte)
+        }
+    }
+
     fn next(&mut self) -> Result<Option<TimeKey>> {
-        loop {
-            let mut best: Option<(usize, TimeKey)> = None;
-            for (at, head) in
-                self.sources.iter().enumerate().filter_map(|(at, s)| Some((at, s.head?)))
-            {
-                let first = best.map_or(true, |(_, key)| (head > key) == self.descending);
-                if first {
-                    best = Some((at, head));
-                }
+        while let Some((ranked, at)) = self.heads.pop() {
+            let key = Merged::order(ranked, self.descending);
+            let source = &mut self.sources[at];
+            source.advance()?;
+            if let Some(head) = source.head {
+                self.heads.push((Merged::order(head, self.descending), at));
             }
-            let Some((at, key)) = best else { return Ok(None) };
-            self.sources[at].advance()?;
             if self.last != Some(key) {
                 self.last = Some(key);
                 return Ok(Some(key));
             }
         }
+        Ok(None)
     }
 
     fn count(&mut self) -> Result<u64> {
@@ -1471,6 +1496,37 @@ mod tests {
 
     fn filters(entries: &[(&str, Vec<u8>)]) -> Filters {
         Filters::parse(&mp_map(entries)).unwrap()
+    }
+
+    #[test]
+    fn filters_listing_100000_values_are_parsed_and_matched() {
+        // Dropping duplicate values pairwise, picking each next key among 100,000 index
+        // ranges by a scan, and comparing 65,534 tags with 100,000 wanted ones took minutes.
+        let (_dir, store) = open_store();
+        let tags: Vec<String> = (0..65_534).map(|i| format!("t{i}")).collect();
+        let traces: Vec<(TraceId, Summary)> = (0..200u8)
+            .map(|i| {
+                let summary = Summary {
+                    numbers: Numbers { timestamp_us: i64::from(i), ..Numbers::default() },
+                    agent_name: "a".into(),
+                    run_id: Some("r".into()),
+                    tags: if i == 0 { tags.clone() } else { tags[..100].to_vec() },
+                    ..Summary::default()
+                };
+                ([i + 1; 16], summary)
+            })
+            .collect();
+        put(&store, &traces);
+        let wanted: Vec<Vec<u8>> = (0..100_000)
+            .map(|i| mp_str(&format!("w{i}")))
+            .chain([mp_str("t65533"), mp_str("t99"), mp_str("w7")])
+            .collect();
+        let by_tag = filters(&[("tag", mp_array(&wanted))]);
+        assert_eq!(by_tag.tag.len(), 100_002, "duplicates dropped");
+        assert_eq!(read(&store, |txn, dbs| count(txn, dbs, &by_tag)).unwrap(), 200);
+        // run_id drives: every tag of each candidate is looked up among the wanted ones.
+        let by_run = filters(&[("run_id", mp_str("r")), ("tag", mp_array(&wanted))]);
+        assert_eq!(read(&store, |txn, dbs| count(txn, dbs, &by_run)).unwrap(), 200);
     }
 
     fn page_ids(out: &[u8]) -> (Vec<TraceId>, Option<String>) {
