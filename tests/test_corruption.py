@@ -281,7 +281,7 @@ def flip_pages(source: Path, dest: Path, rng: random.Random) -> None:
 def test_flipped_page_bytes_never_crash_the_runner_or_panic_the_core(
     pristine_store: Path, tmp_path: Path
 ) -> None:
-    mutants = scale(24, 200)
+    mutants = scale(200, 400)
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     paths = []

@@ -113,7 +113,7 @@ def verify_cycle(store: flightlog.Store, cycle: int, acked: list[str]) -> int:
 def test_every_acknowledged_trace_survives_sigkill_at_random_times(tmp_path: Path) -> None:
     """RELIABILITY.md test 1: kill a logging child at a random moment, reopen, verify; the
     same store lives through every cycle, so damage from one cycle shows in the next."""
-    cycles = scale(6, 200)
+    cycles = scale(50, 200)
     longest = 2.0 if LONG else 0.3  # seconds of logging before the kill, at most
     seed = random.randrange(2**32)
     rng = random.Random(seed)

@@ -148,7 +148,7 @@ def test_forked_children_reopen_on_their_own_while_the_parent_keeps_logging(
     inherited handle (half flush, half rely on the at-exit flush); the parent never
     notices."""
     path = tmp_path / "store"
-    forks = scale(10, 100)
+    forks = scale(100, 200)
     child = run_child(FORKING, str(path), str(forks))
     assert child.process.returncode == 0, child.stderr()
     lines = child.lines
