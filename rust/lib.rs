@@ -6,6 +6,7 @@ pub mod codec;
 pub mod decision;
 pub mod error;
 pub mod fork;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod ids;
 pub mod killpoint;
