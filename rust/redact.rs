@@ -664,7 +664,7 @@ impl LooseWalk<'_, '_, '_> {
             self.reader.skip_contents(&token)?;
             if !nothing_to_hide {
                 let end = self.reader.position();
-                self.replace(start..end, REDACTED, KEY_NAME);
+                self.redact_whole(start..end);
             }
             return Ok(());
         }
@@ -695,13 +695,14 @@ impl LooseWalk<'_, '_, '_> {
         Ok(())
     }
 
-    fn replace(&mut self, range: Range<usize>, with: &str, kind: &str) {
+    /// The value in `range` sits under a secret-looking key: replaced whole, or reported.
+    fn redact_whole(&mut self, range: Range<usize>) {
         if self.reject {
             let path = self.path();
-            self.secrets.push(FieldError::secret(path, kind));
+            self.secrets.push(FieldError::secret(path, KEY_NAME));
         } else {
-            let mut encoded = Vec::with_capacity(with.len() + 1);
-            msgpack::write_str(&mut encoded, with);
+            let mut encoded = Vec::with_capacity(REDACTED.len() + 1);
+            msgpack::write_str(&mut encoded, REDACTED);
             self.patches.push((range, encoded));
         }
     }

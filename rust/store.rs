@@ -692,14 +692,13 @@ pub fn check_updates(
                 let stored = dbs.summaries.get(txn, &record.trace_id).map_err(fail)?;
                 let Some(summary) = stored.and_then(|bytes| Summary::decode(bytes).ok()) else {
                     if parents {
-                        check_parents(core, txn, record, false, &[]).map_err(at)?;
+                        check_parents(core, txn, record, false, std::iter::empty()).map_err(at)?;
                     }
-                    let links = record.contribution.links.clone();
                     slot.insert(Known {
                         summary: record.summary.clone(),
                         resends: vec![key],
                         stored: false,
-                        links,
+                        earlier: vec![i],
                     });
                     continue;
                 };
@@ -707,7 +706,7 @@ pub fn check_updates(
                     Some(bytes) => MergeState::decode(bytes).unwrap_or_default().resends().to_vec(),
                     None => Vec::new(),
                 };
-                slot.insert(Known { summary, resends, stored: true, links: Vec::new() })
+                slot.insert(Known { summary, resends, stored: true, earlier: Vec::new() })
             }
         };
         if known.resends.contains(&key) {
@@ -715,11 +714,12 @@ pub fn check_updates(
         }
         merge::check_update(&known.summary, &record.summary).map_err(at)?;
         if parents {
-            check_parents(core, txn, record, known.stored, &known.links).map_err(at)?;
+            let earlier = known.earlier.iter().flat_map(|&j| &records[j].contribution.links);
+            check_parents(core, txn, record, known.stored, earlier).map_err(at)?;
         }
         known.summary.merge(&record.summary);
         known.resends.push(key);
-        known.links.extend_from_slice(&record.contribution.links);
+        known.earlier.push(i);
     }
     Ok(())
 }
@@ -728,22 +728,22 @@ pub fn check_updates(
 struct Known {
     summary: Summary,
     resends: Vec<u128>,
-    /// Whether fragments of it are stored (then `links` holds only the batch's).
+    /// Whether fragments of it are stored (beyond those of this batch).
     stored: bool,
-    /// The span links of its fragments earlier in the batch.
-    links: Vec<SpanLink>,
+    /// Its fragments accepted earlier in the batch, by position.
+    earlier: Vec<usize>,
 }
 
 /// Checks the parents a fragment's spans name outside the fragment: each must be a span of
 /// the trace (stored, when `stored`, or earlier in the batch), and no parent chain may come
 /// back to where it started. Fragments whose parents all lie inside them (the schema
 /// checked those) cost nothing here.
-fn check_parents(
+fn check_parents<'a>(
     core: &Core,
     txn: &RoTxn<WithoutTls>,
     record: &Pending,
     stored: bool,
-    earlier: &[SpanLink],
+    earlier: impl Iterator<Item = &'a SpanLink>,
 ) -> std::result::Result<(), Vec<FieldError>> {
     let links = &record.contribution.links;
     let own: HashSet<[u8; 8]> = links.iter().map(|(id, _)| *id).collect();
@@ -758,7 +758,7 @@ fn check_parents(
         })?;
         parents.extend(fragments);
     }
-    parents.extend(earlier.iter().copied());
+    parents.extend(earlier.copied());
     parents.extend(links.iter().copied());
     let mut errors = Vec::new();
     for (j, (id, parent)) in links.iter().enumerate() {
